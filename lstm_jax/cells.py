@@ -1,0 +1,502 @@
+"""One time step of an LSTM (any variant), a GRU or an Elman RNN.
+
+Every LSTM variant is a static option of the single step function
+:func:`lstm_step`; :data:`VARIANTS` names the classic ones. A :class:`Cell` is a
+frozen, hashable description (kind, size, variant, initialisers) that can be
+passed to ``jax.jit`` as a static argument; its methods only call the pure
+functions of this module.
+
+Parameter layout of an LSTM (``I`` input size, ``H`` cell size, ``R`` the
+recurrent size: ``H``, or ``P`` with a projection; ``G`` the number of gate
+blocks the variant uses, in the order i, f, g, o with absent gates skipped --
+e.g. ``G = 4`` for ``vanilla``, ``3`` for ``nig``/``nfg``/``nog``/``cifg``)::
+
+    w_x      [I, G*H]   input kernel               x @ w_x
+    w_h      [R, G*H]   recurrent kernel           h_prev @ w_h
+    b        [G*H]      bias (absent with use_bias=False)
+    w_peep   [3, H]     peephole weights for i, f, o        (peepholes)
+    w_gates  [3H, 3H]   previous [i, f, o] -> [i, f, o]     (gate_recurrence)
+    ln_x     [G*H]      layer-norm gain on x @ w_x          (layer_norm)
+    ln_h     [G*H]      layer-norm gain on h_prev @ w_h     (layer_norm)
+    ln_c     [H]        layer-norm gain on c before tanh    (layer_norm)
+    ln_c_bias[H]        layer-norm offset on c              (layer_norm)
+    w_proj   [H, P]     output projection (LSTMP)           (proj_size > 0)
+
+The carry is :class:`LSTMState` ``(h [B, R], c [B, H], gates [B, 3H] or None)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax import gates as G
+from lstm_jax import init as initializers
+
+Array = jax.Array
+Params = dict[str, Any]
+
+
+class LSTMState(NamedTuple):
+  """Carry of an LSTM.
+
+  Attributes:
+    h: ``[..., R]`` previous output (``R = proj_size`` for LSTMP, else ``H``).
+    c: ``[..., H]`` memory-cell state.
+    gates: ``[..., 3H]`` previous step's ``[i, f, o]`` activations, only for
+      full gate recurrence (FGR); ``None`` otherwise.
+  """
+  h: Array
+  c: Array
+  gates: Array | None = None
+
+
+class LSTMGates(NamedTuple):
+  """All intermediate values of one LSTM step, each ``[..., H]`` (``h``: ``[..., R]``).
+
+  Gates a variant does not have hold their constant value (ones, or ``1 - i``
+  for CIFG's forget gate), so analysis code can treat every variant alike.
+  """
+  i: Array
+  f: Array
+  g: Array
+  o: Array
+  c: Array
+  h: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMVariant:
+  """Static options of the LSTM step; the defaults are the vanilla LSTM with
+  forget gate (Gers, Schmidhuber & Cummins 2000), no peepholes.
+
+  Attributes:
+    input_gate: ``False`` fixes ``i = 1`` (Greff et al. 2017, NIG).
+    forget_gate: ``"learned"``; ``"none"`` fixes ``f = 1`` (the 1997 cell,
+      Greff's NFG); ``"coupled"`` sets ``f = 1 - i`` (CIFG).
+    output_gate: ``False`` fixes ``o = 1`` (NOG).
+    input_activation: ``"tanh"`` or ``"identity"`` for the candidate (NIAF).
+    output_activation: ``"tanh"`` or ``"identity"`` on ``c`` (NOAF).
+    peepholes: diagonal peephole connections from the cell to the gates
+      (Gers & Schmidhuber 2000): i, f see ``c_prev``, o sees the new ``c``.
+    gate_recurrence: full gate recurrence (FGR): each of i, f, o also gets
+      ``[i, f, o]_{t-1} @ w_gates``; needs all three gates learned.
+    layer_norm: layer-normalised pre-activations and cell (Ba et al. 2016,
+      eq. 20-22): ``z = LN(h W_h) + LN(x W_x) + b``, ``h = o * tanh(LN(c))``.
+  """
+  input_gate: bool = True
+  forget_gate: Literal["learned", "none", "coupled"] = "learned"
+  output_gate: bool = True
+  input_activation: Literal["tanh", "identity"] = "tanh"
+  output_activation: Literal["tanh", "identity"] = "tanh"
+  peepholes: bool = False
+  gate_recurrence: bool = False
+  layer_norm: bool = False
+
+  def __post_init__(self):
+    if self.forget_gate not in ("learned", "none", "coupled"):
+      raise ValueError(f"forget_gate={self.forget_gate!r}; allowed: learned, none, coupled")
+    for field in ("input_activation", "output_activation"):
+      initializers.check_name(field, getattr(self, field), tuple(G.ACTIVATIONS))
+    if self.forget_gate == "coupled" and not self.input_gate:
+      raise ValueError("forget_gate='coupled' (f = 1 - i) needs input_gate=True")
+    if self.gate_recurrence and not (self.input_gate and self.output_gate
+                                     and self.forget_gate == "learned"):
+      raise ValueError("gate_recurrence=True (FGR) needs input_gate=True, "
+                       "forget_gate='learned' and output_gate=True")
+
+  @property
+  def blocks(self) -> tuple[str, ...]:
+    """Gate blocks present in the fused kernels, in order (subset of i, f, g, o)."""
+    present = {"i": self.input_gate, "f": self.forget_gate == "learned",
+               "g": True, "o": self.output_gate}
+    return tuple(name for name in G.GATE_ORDER if present[name])
+
+
+_PEEP = LSTMVariant(peepholes=True)
+
+VARIANTS: dict[str, LSTMVariant] = {
+    # Gers, Schmidhuber & Cummins 2000: the LSTM with forget gate, as in torch/flax.
+    "vanilla": LSTMVariant(),
+    # Hochreiter & Schmidhuber 1997: no forget gate.
+    "lstm1997": LSTMVariant(forget_gate="none"),
+    # Gers & Schmidhuber 2000: peephole connections (Greff et al.'s "V").
+    "peephole": _PEEP,
+    # Greff et al. 2017, each one change to their vanilla (peephole) LSTM.
+    "nig": dataclasses.replace(_PEEP, input_gate=False),
+    "nfg": dataclasses.replace(_PEEP, forget_gate="none"),
+    "nog": dataclasses.replace(_PEEP, output_gate=False),
+    "niaf": dataclasses.replace(_PEEP, input_activation="identity"),
+    "noaf": dataclasses.replace(_PEEP, output_activation="identity"),
+    "np": LSTMVariant(),
+    "cifg": dataclasses.replace(_PEEP, forget_gate="coupled"),
+    "fgr": dataclasses.replace(_PEEP, gate_recurrence=True),
+    # Ba, Kiros & Hinton 2016.
+    "layernorm": LSTMVariant(layer_norm=True),
+    # Sak, Senior & Beaufays 2014: vanilla cell + output projection (needs proj_size).
+    "lstmp": LSTMVariant(),
+}
+"""Named LSTM variants. Any other combination: pass an :class:`LSTMVariant`."""
+
+BASELINES: tuple[str, ...] = ("gru", "elman")
+CELL_NAMES: tuple[str, ...] = tuple(VARIANTS) + BASELINES
+"""Every name :func:`make_cell` accepts."""
+
+
+# ----------------------------------------------------------------------------
+# Pure step functions.
+
+
+def lstm_gates(params: Params, carry: LSTMState, x: Array,
+               variant: LSTMVariant = LSTMVariant()) -> LSTMGates:
+  """Every intermediate value of one LSTM step.
+
+  Equations (blocks absent from the variant take the constants noted)::
+
+      z        = x W_x + h_prev W_h + b                  (fused, order i f g o)
+      z        = LN(x W_x) + LN(h_prev W_h) + b          (layer_norm)
+      z_{ifo} += [i, f, o]_prev W_gates                  (gate_recurrence)
+      i = sigmoid(z_i + p_i * c_prev)                    (NIG: i = 1)
+      f = sigmoid(z_f + p_f * c_prev)                    (none: f = 1; coupled: 1 - i)
+      g = tanh(z_g)                                      (NIAF: g = z_g)
+      c = f * c_prev + i * g
+      o = sigmoid(z_o + p_o * c)                         (NOG: o = 1)
+      h = o * tanh(c)          (layer_norm: tanh(LN(c)); NOAF: h = o * c)
+      h = h W_proj                                       (proj_size > 0)
+
+  Args:
+    params: LSTM parameters (module docstring).
+    carry: :class:`LSTMState` with ``h [B, R]``, ``c [B, H]``.
+    x: ``[B, I]`` input.
+    variant: static options.
+
+  Returns:
+    :class:`LSTMGates`; ``c`` and ``h`` are cast to the carry's dtypes.
+  """
+  h_prev, c_prev = carry.h, carry.c
+  blocks = variant.blocks
+  if variant.layer_norm:
+    zx = x @ params["w_x"]
+    zh = h_prev @ params["w_h"]
+    zeros = jnp.zeros_like(params["ln_x"])
+    z = G.layer_norm(zx, params["ln_x"], zeros) + G.layer_norm(zh, params["ln_h"], zeros)
+    if "b" in params:
+      z = z + params["b"]
+  else:
+    z = G.fused_preactivations(x, h_prev, params["w_x"], params["w_h"], params.get("b"))
+  parts = dict(zip(blocks, G.split_gates(z, len(blocks))))
+  if variant.gate_recurrence:
+    rec = G.split_gates(carry.gates.astype(z.dtype) @ params["w_gates"], 3)
+    for name, r in zip(("i", "f", "o"), rec):
+      parts[name] = parts[name] + r
+  peep = params.get("w_peep") if variant.peepholes else None
+  p_i, p_f, p_o = (None, None, None) if peep is None else (peep[0], peep[1], peep[2])
+  one = jnp.ones_like(parts["g"])
+
+  i = G.input_gate(parts["i"], c_prev, p_i) if variant.input_gate else one
+  if variant.forget_gate == "learned":
+    f = G.forget_gate(parts["f"], c_prev, p_f)
+  elif variant.forget_gate == "coupled":
+    f = 1.0 - i
+  else:
+    f = one
+  g = G.candidate(parts["g"], G.ACTIVATIONS[variant.input_activation])
+  c = G.cell_update(f, i, g, c_prev)
+  o = G.output_gate(parts["o"], c, p_o) if variant.output_gate else one
+  c_out = G.layer_norm(c, params["ln_c"], params["ln_c_bias"]) if variant.layer_norm else c
+  h = G.hidden_output(o, c_out, G.ACTIVATIONS[variant.output_activation])
+  if "w_proj" in params:
+    h = h @ params["w_proj"]
+  return LSTMGates(i=i, f=f, g=g, o=o, c=c.astype(c_prev.dtype), h=h.astype(h_prev.dtype))
+
+
+def lstm_step(params: Params, carry: LSTMState, x: Array,
+              variant: LSTMVariant = LSTMVariant()) -> tuple[LSTMState, Array]:
+  """One LSTM step ``(params, carry, x) -> (carry, h)``; equations in :func:`lstm_gates`.
+
+  Args:
+    params: LSTM parameters (module docstring).
+    carry: :class:`LSTMState` (``h [B, R]``, ``c [B, H]``, ``gates [B, 3H]`` for FGR).
+    x: ``[B, I]`` input.
+    variant: static options.
+
+  Returns:
+    ``(new_carry, h)`` with ``h: [B, R]``.
+  """
+  v = lstm_gates(params, carry, x, variant)
+  gates = None
+  if variant.gate_recurrence:
+    gates = jnp.concatenate([v.i, v.f, v.o], axis=-1).astype(carry.gates.dtype)
+  return LSTMState(h=v.h, c=v.c, gates=gates), v.h
+
+
+def gru_step(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
+  """One GRU step (Cho et al. 2014), reset applied after the recurrent matmul.
+
+  Gate order r, z, n (as ``torch.nn.GRU`` and ``flax.linen.GRUCell``)::
+
+      r  = sigmoid(x W_xr + h_prev W_hr + b_r)
+      u  = sigmoid(x W_xz + h_prev W_hz + b_z)
+      n  = tanh(x W_xn + b_n + r * (h_prev W_hn + b_hn))
+      h  = (1 - u) * n + u * h_prev
+
+  (Cho et al. apply ``r`` to ``h_prev`` before the matmul; the form above is
+  the one cuDNN, PyTorch and Flax use.)
+
+  Args:
+    params: ``w_x [I, 3H]``, ``w_h [H, 3H]``, ``b [3H]``, ``b_hn [H]``.
+    carry: ``[B, H]`` previous hidden state.
+    x: ``[B, I]`` input.
+
+  Returns:
+    ``(h, h)``, each ``[B, H]``.
+  """
+  zx = x @ params["w_x"]
+  if "b" in params:
+    zx = zx + params["b"]
+  zh = carry @ params["w_h"]
+  xr, xz, xn = G.split_gates(zx, 3)
+  hr, hz, hn = G.split_gates(zh, 3)
+  if "b_hn" in params:
+    hn = hn + params["b_hn"]
+  r = jax.nn.sigmoid(xr + hr)
+  u = jax.nn.sigmoid(xz + hz)
+  n = jnp.tanh(xn + r * hn)
+  h = ((1.0 - u) * n + u * carry).astype(carry.dtype)
+  return h, h
+
+
+def elman_step(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
+  """One Elman (simple tanh RNN) step: ``h = tanh(x W_x + h_prev W_h + b)``.
+
+  Args:
+    params: ``w_x [I, H]``, ``w_h [H, H]``, ``b [H]``.
+    carry: ``[B, H]`` previous hidden state.
+    x: ``[B, I]`` input.
+
+  Returns:
+    ``(h, h)``, each ``[B, H]``.
+  """
+  h = jnp.tanh(G.fused_preactivations(x, carry, params["w_x"], params["w_h"],
+                                      params.get("b"))).astype(carry.dtype)
+  return h, h
+
+
+# ----------------------------------------------------------------------------
+# Static cell description.
+
+
+def _check_positive_int(field: str, value: Any, minimum: int = 1) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(f"{field}={value!r}: expected an integer >= {minimum}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """A hashable description of a recurrent cell; pass it to ``jit`` as static.
+
+  Build one with :func:`make_cell`. Methods are thin: ``init`` returns a params
+  pytree, ``initial_state`` a zero carry, ``step`` calls :func:`lstm_step`,
+  :func:`gru_step` or :func:`elman_step`.
+
+  Attributes:
+    kind: ``"lstm"``, ``"gru"`` or ``"elman"``.
+    hidden_size: ``H``.
+    variant: LSTM options (ignored by GRU/Elman).
+    proj_size: ``P`` for an output projection (LSTMP); 0 for none.
+    name: the name it was made from (for display).
+    kernel_init, recurrent_init: names from :data:`lstm_jax.init.KERNEL_INITS`.
+    bias_init: LSTM bias scheme from :data:`lstm_jax.init.BIAS_INITS`.
+    forget_bias: forget-gate bias for the ``forget`` and ``hs1997`` schemes.
+    chrono_t_max: ``T_max`` for the ``chrono`` scheme.
+    init_scale: half-width for the ``uniform`` kernel initialiser.
+    use_bias: whether the cell has biases.
+  """
+  kind: Literal["lstm", "gru", "elman"]
+  hidden_size: int
+  variant: LSTMVariant = LSTMVariant()
+  proj_size: int = 0
+  name: str = "vanilla"
+  kernel_init: str = "lecun_normal"
+  recurrent_init: str = "orthogonal"
+  bias_init: str = "forget"
+  forget_bias: float = 1.0
+  chrono_t_max: float | None = None
+  init_scale: float = 0.1
+  use_bias: bool = True
+
+  def __post_init__(self):
+    if self.kind not in ("lstm", "gru", "elman"):
+      raise ValueError(f"kind={self.kind!r}; allowed: lstm, gru, elman")
+    _check_positive_int("hidden_size", self.hidden_size)
+    _check_positive_int("proj_size", self.proj_size, minimum=0)
+    if self.proj_size and self.kind != "lstm":
+      raise ValueError(f"proj_size={self.proj_size} is only available for LSTM cells, "
+                       f"not {self.kind!r}")
+    if self.proj_size >= self.hidden_size and self.proj_size:
+      raise ValueError(f"proj_size={self.proj_size} must be smaller than "
+                       f"hidden_size={self.hidden_size} (as in torch.nn.LSTM)")
+    initializers.check_name("kernel_init", self.kernel_init, initializers.KERNEL_INITS)
+    initializers.check_name("recurrent_init", self.recurrent_init, initializers.KERNEL_INITS)
+    initializers.check_name("bias_init", self.bias_init, initializers.BIAS_INITS)
+    if self.bias_init == "chrono":
+      if self.kind != "lstm":
+        raise ValueError("bias_init='chrono' is defined for LSTM cells only")
+      if self.chrono_t_max is None or not self.chrono_t_max > 2:
+        raise ValueError(f"chrono_t_max={self.chrono_t_max!r}: bias_init='chrono' needs the "
+                         "longest expected dependency T_max > 2")
+    if not self.init_scale > 0:
+      raise ValueError(f"init_scale={self.init_scale!r}: expected a positive number")
+
+  # -- sizes -----------------------------------------------------------------
+  @property
+  def output_size(self) -> int:
+    """Size of ``h`` (``proj_size`` if set, else ``hidden_size``)."""
+    return self.proj_size or self.hidden_size
+
+  @property
+  def num_blocks(self) -> int:
+    """Number of gate blocks in the fused kernels."""
+    if self.kind == "lstm":
+      return len(self.variant.blocks)
+    return 3 if self.kind == "gru" else 1
+
+  # -- parameters ------------------------------------------------------------
+  def init(self, key: Array, input_size: int, dtype: jnp.dtype = jnp.float32) -> Params:
+    """Initial parameters for inputs of size ``input_size`` (layout: module docstring)."""
+    _check_positive_int("input_size", input_size)
+    h, r, nb = self.hidden_size, self.output_size, self.num_blocks
+    k_x, k_h, k_b, k_p = jax.random.split(key, 4)
+    kw = dict(scale=self.init_scale, dtype=dtype)
+    params: Params = {
+        "w_x": initializers.gate_kernel(self.kernel_init, k_x, input_size, h, nb, **kw),
+        "w_h": initializers.gate_kernel(self.recurrent_init, k_h, r, h, nb, **kw),
+    }
+    if self.kind == "lstm":
+      if self.use_bias:
+        full = initializers.lstm_bias(self.bias_init, k_b, h, forget_bias=self.forget_bias,
+                                      t_max=self.chrono_t_max, dtype=dtype)
+        by_name = dict(zip(G.GATE_ORDER, G.split_gates(full, 4)))
+        params["b"] = jnp.concatenate([by_name[n] for n in self.variant.blocks])
+      if self.variant.peepholes:
+        params["w_peep"] = jnp.zeros((3, h), dtype)
+      if self.variant.gate_recurrence:
+        params["w_gates"] = jnp.zeros((3 * h, 3 * h), dtype)
+      if self.variant.layer_norm:
+        params["ln_x"] = jnp.ones((nb * h,), dtype)
+        params["ln_h"] = jnp.ones((nb * h,), dtype)
+        params["ln_c"] = jnp.ones((h,), dtype)
+        params["ln_c_bias"] = jnp.zeros((h,), dtype)
+      if self.proj_size:
+        params["w_proj"] = initializers.gate_kernel(self.kernel_init, k_p, h, r, 1, **kw)
+    elif self.use_bias:
+      params["b"] = jnp.zeros((nb * h,), dtype)
+      if self.kind == "gru":
+        params["b_hn"] = jnp.zeros((h,), dtype)
+    return params
+
+  def param_shapes(self, input_size: int) -> dict[str, tuple[int, ...]]:
+    """Expected shape of every parameter for inputs of size ``input_size``."""
+    shapes = jax.eval_shape(lambda: self.init(jax.random.key(0), input_size))
+    return {k: tuple(v.shape) for k, v in shapes.items()}
+
+  def check_params(self, params: Params, input_size: int | None = None) -> int:
+    """Validate ``params`` against this cell; return the input size they expect.
+
+    Raises:
+      TypeError: ``params`` is not a mapping.
+      ValueError: a missing or unexpected entry, or a wrong shape (naming the
+        entry, the shape given and the shape expected).
+    """
+    if not hasattr(params, "keys") or "w_x" not in params:
+      raise TypeError(f"params: expected a dict with at least 'w_x' for a {self.kind} cell, "
+                      f"got {type(params).__name__}")
+    if len(getattr(params["w_x"], "shape", ())) != 2:
+      raise ValueError(f"params['w_x']: expected rank 2 [input_size, "
+                       f"{self.num_blocks}*{self.hidden_size}], got shape "
+                       f"{getattr(params['w_x'], 'shape', None)}")
+    in_size = int(params["w_x"].shape[0])
+    if input_size is not None and input_size != in_size:
+      raise ValueError(f"xs: feature size {input_size} does not match params['w_x'] "
+                       f"which expects input size {in_size}")
+    expected = self.param_shapes(in_size)
+    if not self.use_bias:
+      expected.pop("b", None)
+      expected.pop("b_hn", None)
+    optional = {"b", "b_hn"}
+    for k in set(params) - set(expected) - (optional if not self.use_bias else set()):
+      raise ValueError(f"params[{k!r}] is not a parameter of {self.describe()}; "
+                       f"expected entries: {', '.join(sorted(expected))}")
+    for k, shape in expected.items():
+      if k not in params:
+        if k in optional:
+          continue
+        raise ValueError(f"params[{k!r}] is missing for {self.describe()}")
+      got = tuple(getattr(params[k], "shape", ()))
+      if got != shape:
+        raise ValueError(f"params[{k!r}]: expected shape {shape} for {self.describe()} "
+                         f"with input size {in_size}, got {got}")
+    return in_size
+
+  def describe(self) -> str:
+    """Short human-readable description, e.g. ``lstm 'cifg' H=64``."""
+    extra = f" P={self.proj_size}" if self.proj_size else ""
+    return f"{self.kind} {self.name!r} H={self.hidden_size}{extra}"
+
+  # -- state and step --------------------------------------------------------
+  def initial_state(self, batch_shape: int | tuple[int, ...] = (),
+                    dtype: jnp.dtype = jnp.float32) -> Any:
+    """Zero carry: :class:`LSTMState` for an LSTM, ``[*batch, H]`` otherwise."""
+    if isinstance(batch_shape, int):
+      batch_shape = (batch_shape,)
+    batch_shape = tuple(batch_shape)
+    zeros = lambda n: jnp.zeros(batch_shape + (n,), dtype)
+    if self.kind != "lstm":
+      return zeros(self.hidden_size)
+    gates = zeros(3 * self.hidden_size) if self.variant.gate_recurrence else None
+    return LSTMState(h=zeros(self.output_size), c=zeros(self.hidden_size), gates=gates)
+
+  def step(self, params: Params, carry: Any, x: Array) -> tuple[Any, Array]:
+    """One step ``(params, carry, x [B, I]) -> (carry, y [B, output_size])``."""
+    if self.kind == "lstm":
+      return lstm_step(params, carry, x, self.variant)
+    if self.kind == "gru":
+      return gru_step(params, carry, x)
+    return elman_step(params, carry, x)
+
+
+def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
+              proj_size: int = 0, **options: Any) -> Cell:
+  """Build a :class:`Cell` from a variant name (or an :class:`LSTMVariant`).
+
+  Args:
+    name: one of :data:`CELL_NAMES` (LSTM variants, ``"gru"``, ``"elman"``), or
+      an :class:`LSTMVariant` for a custom combination of options.
+    hidden_size: ``H``.
+    proj_size: LSTMP projection size ``P < H``; required for ``"lstmp"``.
+    **options: other :class:`Cell` fields (``kernel_init``, ``recurrent_init``,
+      ``bias_init``, ``forget_bias``, ``chrono_t_max``, ``init_scale``,
+      ``use_bias``).
+
+  Returns:
+    The cell description.
+
+  Raises:
+    ValueError: unknown name or option, or incompatible options.
+  """
+  allowed = {f.name for f in dataclasses.fields(Cell)} - {"kind", "variant", "name",
+                                                          "hidden_size", "proj_size"}
+  unknown = sorted(set(options) - allowed)
+  if unknown:
+    raise ValueError(f"unknown cell option(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+  if isinstance(name, LSTMVariant):
+    return Cell("lstm", hidden_size, name, proj_size, "custom", **options)
+  initializers.check_name("cell", name, CELL_NAMES)
+  if name == "lstmp" and not proj_size:
+    raise ValueError("cell='lstmp' needs proj_size > 0 (and smaller than hidden_size)")
+  if name in BASELINES:
+    return Cell(name, hidden_size, LSTMVariant(), proj_size, name, **options)
+  return Cell("lstm", hidden_size, VARIANTS[name], proj_size, name, **options)

@@ -1,0 +1,146 @@
+"""Initialisers for recurrent cells, selected by name.
+
+Kernels of fused gates ``[fan_in, G*H]`` are initialised one gate block
+``[fan_in, H]`` at a time, so every gate sees the same scale whatever ``G`` is
+(this matches ``flax.linen.LSTMCell``'s separate dense layers).
+
+Kernel initialisers (:data:`KERNEL_INITS`):
+
+* ``lecun_normal`` (default for input kernels), ``lecun_uniform``,
+  ``glorot_normal``, ``glorot_uniform``, ``he_normal``;
+* ``orthogonal`` (default for recurrent kernels; Saxe et al. 2014);
+* ``uniform``: ``U[-scale, scale]`` with ``scale`` = ``init_scale`` (0.1), the
+  small uniform weights of Hochreiter & Schmidhuber 1997;
+* ``zeros``.
+
+LSTM bias schemes (:data:`BIAS_INITS`), gate order i, f, g, o:
+
+* ``forget`` -- all zero except ``b_f = forget_bias`` (default 1.0; Gers et al.
+  2000, recommended by Jozefowicz, Zaremba & Sutskever 2015);
+* ``chrono`` -- ``b_f ~ log(U[1, T_max - 1])``, ``b_i = -b_f``, others zero
+  (Tallec & Ollivier 2018, eq. 16); ``T_max`` is the longest dependency
+  expected;
+* ``hs1997`` -- Hochreiter & Schmidhuber 1997: negative input- and output-gate
+  biases in a staircase over memory blocks (units are split into up to four
+  contiguous blocks; block ``k`` gets ``b_i = -(k+1) * input_step`` and
+  ``b_o = -(k+1) * output_step``), so that memory cells start closed and are
+  recruited one after another; ``b_f = forget_bias`` if the cell has a forget
+  gate; the candidate bias is zero.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+KernelInit = Callable[[Array, tuple[int, ...], jnp.dtype], Array]
+
+
+def _uniform(scale: float) -> KernelInit:
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -scale, scale)
+  return init
+
+
+def _kernel_fn(name: str, scale: float) -> KernelInit:
+  inits = jax.nn.initializers
+  table: dict[str, Callable[[], KernelInit]] = {
+      "lecun_normal": inits.lecun_normal,
+      "lecun_uniform": inits.lecun_uniform,
+      "glorot_normal": inits.glorot_normal,
+      "glorot_uniform": inits.glorot_uniform,
+      "he_normal": inits.he_normal,
+      "orthogonal": inits.orthogonal,
+      "uniform": lambda: _uniform(scale),
+      "zeros": lambda: inits.zeros,
+  }
+  return table[name]()
+
+
+KERNEL_INITS: tuple[str, ...] = ("lecun_normal", "lecun_uniform", "glorot_normal",
+                                 "glorot_uniform", "he_normal", "orthogonal",
+                                 "uniform", "zeros")
+"""Names accepted for ``kernel_init`` and ``recurrent_init``."""
+
+BIAS_INITS: tuple[str, ...] = ("forget", "chrono", "hs1997")
+"""Names accepted for an LSTM's ``bias_init``."""
+
+
+def check_name(field: str, value: str, allowed: tuple[str, ...]) -> None:
+  """Raise ``ValueError`` naming ``field`` unless ``value`` is in ``allowed``."""
+  if not isinstance(value, str) or value not in allowed:
+    raise ValueError(f"{field}={value!r} is not a known name; allowed: {', '.join(allowed)}")
+
+
+def gate_kernel(name: str, key: Array, fan_in: int, hidden_size: int, num_gates: int,
+                *, scale: float = 0.1, dtype: jnp.dtype = jnp.float32) -> Array:
+  """A fused kernel ``[fan_in, num_gates * hidden_size]``, one gate block at a time.
+
+  Args:
+    name: one of :data:`KERNEL_INITS`.
+    key: PRNG key.
+    fan_in: rows (input size, or recurrent size).
+    hidden_size: columns per gate block ``H``.
+    num_gates: number of gate blocks ``G`` (4 for an LSTM, 3 for a GRU, 1 for
+      an Elman RNN).
+    scale: half-width of the ``uniform`` initialiser.
+    dtype: parameter dtype.
+
+  Returns:
+    ``[fan_in, G*H]`` kernel.
+  """
+  check_name("kernel init", name, KERNEL_INITS)
+  fn = _kernel_fn(name, scale)
+  keys = jax.random.split(key, num_gates)
+  return jnp.concatenate([fn(k, (fan_in, hidden_size), dtype) for k in keys], axis=-1)
+
+
+def _blocks(hidden_size: int, num_blocks: int) -> np.ndarray:
+  """Block index 0..num_blocks-1 for each of ``hidden_size`` units, contiguous."""
+  n = max(1, min(num_blocks, hidden_size))
+  return (np.arange(hidden_size) * n) // hidden_size
+
+
+def lstm_bias(name: str, key: Array, hidden_size: int, *, forget_bias: float = 1.0,
+              t_max: float | None = None, input_step: float = 1.0,
+              output_step: float = 1.0, dtype: jnp.dtype = jnp.float32) -> Array:
+  """The fused LSTM bias ``[4H]`` (order i, f, g, o) for a named scheme.
+
+  Schemes (see the module docstring for sources):
+
+  * ``forget``: ``b = [0, forget_bias, 0, 0]`` per unit.
+  * ``chrono``: ``b_f = log(u), u ~ U[1, t_max - 1]``; ``b_i = -b_f``;
+    ``b_g = b_o = 0``. Requires ``t_max > 2``.
+  * ``hs1997``: ``b_i = -(k+1) * input_step`` and ``b_o = -(k+1) * output_step``
+    for the unit's memory block ``k`` in 0..3; ``b_f = forget_bias``.
+
+  Args:
+    name: one of :data:`BIAS_INITS`.
+    key: PRNG key (used by ``chrono``).
+    hidden_size: ``H``.
+    forget_bias: forget-gate bias for ``forget`` and ``hs1997``.
+    t_max: longest expected dependency for ``chrono``.
+    input_step, output_step: staircase steps for ``hs1997``.
+    dtype: parameter dtype.
+
+  Returns:
+    ``[4H]`` bias.
+  """
+  check_name("bias_init", name, BIAS_INITS)
+  h = hidden_size
+  zeros = jnp.zeros((h,), dtype)
+  if name == "forget":
+    return jnp.concatenate([zeros, jnp.full((h,), forget_bias, dtype), zeros, zeros])
+  if name == "chrono":
+    if t_max is None or not t_max > 2:
+      raise ValueError(f"chrono_t_max={t_max!r}: chrono initialisation needs the longest "
+                       "expected dependency T_max > 2 (e.g. 3T/2 for the copy task)")
+    b_f = jnp.log(jax.random.uniform(key, (h,), jnp.float32, 1.0, t_max - 1.0)).astype(dtype)
+    return jnp.concatenate([-b_f, b_f, zeros, zeros])
+  stair = -(jnp.asarray(_blocks(h, 4), dtype) + 1)
+  return jnp.concatenate([stair * input_step, jnp.full((h,), forget_bias, dtype), zeros,
+                          stair * output_step])

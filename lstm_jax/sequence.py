@@ -1,0 +1,386 @@
+"""Run a cell over a sequence with ``jax.lax.scan``: lengths, reverse, stacks,
+bidirectional runs.
+
+All public functions validate their arguments in Python (shapes, dtypes, and
+the values of concrete ``lengths``) before anything is traced or compiled, then
+call one jitted program whose static arguments are the hashable
+:class:`~lstm_jax.cells.Cell` and the options; a second call with the same
+shapes reuses the compiled program.
+
+Shapes (``B`` batch, ``T`` time, ``I`` input size, ``R`` output size of the
+cell, ``D`` = 2 for bidirectional runs else 1)::
+
+    xs        [B, T, I]  (time_major=False, default)   or  [T, B, I]
+              [T, I]     unbatched
+    outputs   [B, T, D*R] (or [T, B, D*R]; [T, D*R] unbatched)
+    lengths   [B] integers in [0, T]
+
+Padding semantics with ``lengths``: steps ``t >= lengths[b]`` leave the state
+of sequence ``b`` unchanged and output zeros, so the final state is the state
+after the last real step -- computed inside the scan, without storing every
+step's state. A reverse run processes each sequence from its own last real
+step down to step 0 (the padded tail is skipped, not read first), so a
+bidirectional run over a padded batch equals the runs over each sequence
+alone.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lstm_jax.cells import Cell, Params
+
+Array = jax.Array
+State = Any
+
+
+# ----------------------------------------------------------------------------
+# Validation (pure Python on shapes; runs before tracing).
+
+
+def _check_bool(name: str, value: Any) -> None:
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name}={value!r}: expected True or False")
+
+
+def _check_xs(xs: Any, time_major: bool) -> tuple[int, int, int, bool]:
+  """Return (batch, time, features, batched) for ``xs`` or raise."""
+  shape = getattr(xs, "shape", None)
+  if shape is None:
+    raise TypeError(f"xs: expected an array, got {type(xs).__name__}")
+  layout = "[time, batch, features]" if time_major else "[batch, time, features]"
+  if len(shape) not in (2, 3):
+    raise ValueError(f"xs: expected rank 3 {layout} or rank 2 [time, features], "
+                     f"got shape {tuple(shape)}")
+  if not jnp.issubdtype(xs.dtype, jnp.floating):
+    raise TypeError(f"xs: expected a floating dtype (float32, bfloat16, ...), got {xs.dtype}")
+  if len(shape) == 2:
+    return 1, int(shape[0]), int(shape[1]), False
+  b, t = (shape[1], shape[0]) if time_major else (shape[0], shape[1])
+  return int(b), int(t), int(shape[2]), True
+
+
+def _check_lengths(lengths: Any, batch: int, time: int, batched: bool) -> Array | None:
+  if lengths is None:
+    return None
+  lengths = jnp.asarray(lengths) if isinstance(lengths, (list, tuple, np.ndarray)) else lengths
+  shape = tuple(getattr(lengths, "shape", ()))
+  want = (batch,) if batched else ()
+  if shape != want and not (not batched and shape == (1,)):
+    raise ValueError(f"lengths: expected shape {want} (one length per sequence), got {shape}")
+  if not jnp.issubdtype(lengths.dtype, jnp.integer):
+    raise TypeError(f"lengths: expected an integer dtype, got {lengths.dtype}")
+  if not isinstance(lengths, jax.core.Tracer):
+    values = np.asarray(lengths)
+    bad = (values < 0) | (values > time)
+    if bad.any():
+      raise ValueError(f"lengths: every length must lie in [0, T={time}], got "
+                       f"{values[bad].tolist()[:5]} at position(s) "
+                       f"{np.flatnonzero(bad).tolist()[:5]}")
+  return jnp.reshape(lengths, (batch,))
+
+
+def _check_state(cell: Cell, state: Any, batch: int, batched: bool, name: str) -> Any:
+  if state is None:
+    return None
+  expected = cell.initial_state((batch,) if batched else ())
+  exp_leaves, exp_def = jax.tree_util.tree_flatten(expected)
+  try:
+    leaves = exp_def.flatten_up_to(state)
+  except (ValueError, TypeError) as err:
+    raise ValueError(f"{name}: expected a state structured like {exp_def} for "
+                     f"{cell.describe()}, got {jax.tree_util.tree_structure(state)}") from err
+  for leaf, exp in zip(leaves, exp_leaves):
+    if tuple(getattr(leaf, "shape", ())) != exp.shape:
+      raise ValueError(f"{name}: expected leaf shapes {[e.shape for e in exp_leaves]} for "
+                       f"{cell.describe()} and batch {batch}, got "
+                       f"{[tuple(getattr(l, 'shape', ())) for l in leaves]}")
+  if not batched:
+    state = jax.tree_util.tree_map(lambda a: a[None], state)
+  return state
+
+
+def _check_common(cell: Any, unroll: Any, time_major: Any, reverse: Any) -> None:
+  if not isinstance(cell, Cell):
+    raise TypeError(f"cell: expected an lstm_jax.Cell (see lstm_jax.make_cell), "
+                    f"got {type(cell).__name__}")
+  if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+    raise ValueError(f"unroll={unroll!r}: expected an integer >= 1")
+  _check_bool("time_major", time_major)
+  _check_bool("reverse", reverse)
+
+
+# ----------------------------------------------------------------------------
+# The scan (time-major, batched, already validated).
+
+
+def _masked(mask: Array, new: Any, old: Any) -> Any:
+  """Where ``mask[b]`` keep ``new`` else ``old``, leafwise over a state pytree."""
+  def pick(n, o):
+    m = mask.reshape(mask.shape + (1,) * (n.ndim - mask.ndim))
+    return jnp.where(m, n, o)
+  return jax.tree_util.tree_map(pick, new, old)
+
+
+def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
+               lengths: Array | None = None, *, reverse: bool = False,
+               unroll: int = 1, remat: bool = False) -> tuple[Array, State]:
+  """The bare scan of ``cell.step`` over time (no validation, no jit).
+
+  Meant for use inside a caller's own ``jit``; :func:`rnn` is the checked entry.
+
+  Args:
+    cell: static cell description.
+    params: the cell's parameters.
+    xs: ``[T, B, I]`` time-major inputs.
+    state: carry for batch ``B``.
+    lengths: ``[B]`` valid lengths, or ``None`` (all ``T``).
+    reverse: scan from ``t = T-1`` down to 0.
+    unroll: ``lax.scan`` unroll factor.
+    remat: recompute each step in the backward pass instead of storing its
+      intermediates (``jax.checkpoint`` around the step).
+
+  Returns:
+    ``(ys [T, B, R], final_state)``; ``ys`` is zero at padded steps.
+  """
+  step = cell.step
+  if remat:
+    step = jax.checkpoint(step)
+
+  if lengths is None:
+    def body(carry, x):
+      return step(params, carry, x)
+    final, ys = jax.lax.scan(body, state, xs, reverse=reverse, unroll=unroll)
+    return ys, final
+
+  def masked_body(carry, inp):
+    x, t = inp
+    new, y = step(params, carry, x)
+    valid = t < lengths
+    return _masked(valid, new, carry), _masked(valid, y, jnp.zeros_like(y))
+
+  ts = jnp.arange(xs.shape[0], dtype=lengths.dtype)
+  final, ys = jax.lax.scan(masked_body, state, (xs, ts), reverse=reverse, unroll=unroll)
+  return ys, final
+
+
+def _layer_input_size(cell: Cell, layer: int, input_size: int, directions: int) -> int:
+  return input_size if layer == 0 else directions * cell.output_size
+
+
+@functools.partial(jax.jit, static_argnames=("cell", "bidirectional", "reverse", "unroll",
+                                             "remat", "time_major", "batched"))
+def _run(cell: Cell, layers: tuple[Any, ...], xs: Array, states: tuple[Any, ...],
+         lengths: Array | None, *, bidirectional: bool, reverse: bool, unroll: int,
+         remat: bool, time_major: bool, batched: bool) -> tuple[Array, tuple[Any, ...]]:
+  if not batched:
+    xs = xs[:, None]
+  elif not time_major:
+    xs = jnp.swapaxes(xs, 0, 1)
+  batch = xs.shape[1]
+  run = functools.partial(scan_layer, cell, lengths=lengths, unroll=unroll, remat=remat)
+  finals = []
+  h = xs
+  for params, state in zip(layers, states):
+    if bidirectional:
+      s_f, s_b = state if state is not None else (None, None)
+      s_f = cell.initial_state(batch) if s_f is None else s_f
+      s_b = cell.initial_state(batch) if s_b is None else s_b
+      y_f, f_f = run(params["fwd"], h, s_f, reverse=False)
+      y_b, f_b = run(params["bwd"], h, s_b, reverse=True)
+      h = jnp.concatenate([y_f, y_b], axis=-1)
+      finals.append((f_f, f_b))
+    else:
+      state = cell.initial_state(batch) if state is None else state
+      h, final = run(params, h, state, reverse=reverse)
+      finals.append(final)
+  if not batched:
+    h = h[:, 0]
+    finals = [jax.tree_util.tree_map(lambda a: a[0], f) for f in finals]
+  elif not time_major:
+    h = jnp.swapaxes(h, 0, 1)
+  return h, tuple(finals)
+
+
+# ----------------------------------------------------------------------------
+# Public entry points.
+
+
+def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
+                initial_state: Sequence[State] | None = None, *,
+                lengths: Array | None = None, time_major: bool = False,
+                bidirectional: bool = False, reverse: bool = False, unroll: int = 1,
+                remat: bool = False) -> tuple[Array, list[State]]:
+  """Run a stack of layers of ``cell`` over a sequence (compiled, one program).
+
+  Layer ``k > 0`` reads the outputs of layer ``k - 1`` (both directions
+  concatenated, forward first, when bidirectional), as in ``torch.nn.LSTM``.
+
+  Args:
+    cell: the cell of every layer (see :func:`lstm_jax.make_cell`).
+    params: one entry per layer: the cell's params, or ``{"fwd": p, "bwd": p}``
+      when ``bidirectional`` (see :func:`init_stack`).
+    xs: ``[B, T, I]`` (or ``[T, B, I]`` with ``time_major``; ``[T, I]`` unbatched).
+    initial_state: ``None``, or one state per layer (a ``(fwd, bwd)`` pair per
+      layer when bidirectional); each may be ``None`` for zeros.
+    lengths: ``[B]`` integer lengths in ``[0, T]``, or ``None``.
+    time_major: layout of ``xs`` and of the outputs.
+    bidirectional: run each layer forward and backward.
+    reverse: run a unidirectional stack from the end of each sequence.
+    unroll: ``lax.scan`` unroll factor (>= 1).
+    remat: recompute each step during the backward pass.
+
+  Returns:
+    ``(outputs [B, T, D*R], final_states)`` with one final state (or
+    ``(fwd, bwd)`` pair) per layer.
+
+  Raises:
+    ValueError, TypeError: bad shapes, dtypes, lengths or options (before any
+      compile).
+  """
+  _check_common(cell, unroll, time_major, reverse)
+  _check_bool("bidirectional", bidirectional)
+  if bidirectional and reverse:
+    raise ValueError("reverse=True has no meaning with bidirectional=True; "
+                     "a bidirectional run already includes the reverse direction")
+  if isinstance(params, dict) or not isinstance(params, (list, tuple)) or not params:
+    raise TypeError("params: expected a non-empty list with one entry per layer "
+                    f"(see lstm_jax.init_stack), got {type(params).__name__}")
+  batch, time, features, batched = _check_xs(xs, time_major)
+  directions = 2 if bidirectional else 1
+  layers = tuple(params)
+  for k, layer in enumerate(layers):
+    want = _layer_input_size(cell, k, features, directions)
+    parts = ("fwd", "bwd") if bidirectional else (None,)
+    for part in parts:
+      if part is not None and (not hasattr(layer, "keys") or part not in layer):
+        raise ValueError(f"params[{k}]: expected a dict with 'fwd' and 'bwd' entries for "
+                         "a bidirectional layer")
+      p = layer if part is None else layer[part]
+      try:
+        cell.check_params(p, want)
+      except ValueError as err:
+        where = f"params[{k}]" + (f"[{part!r}]" if part else "")
+        raise ValueError(f"{where} (layer {k}): {err}") from None
+  if initial_state is None:
+    states = (None,) * len(layers)
+  else:
+    if not isinstance(initial_state, (list, tuple)) or len(initial_state) != len(layers):
+      raise ValueError(f"initial_state: expected None or a list of {len(layers)} per-layer "
+                       f"states, got {type(initial_state).__name__}"
+                       f"{' of length %d' % len(initial_state) if hasattr(initial_state, '__len__') else ''}")
+    checked = []
+    for k, s in enumerate(initial_state):
+      if bidirectional:
+        if s is None:
+          checked.append(None)
+          continue
+        if not isinstance(s, (list, tuple)) or len(s) != 2:
+          raise ValueError(f"initial_state[{k}]: expected a (fwd, bwd) pair for a "
+                           "bidirectional layer")
+        checked.append(tuple(_check_state(cell, d, batch, batched, f"initial_state[{k}][{i}]")
+                             for i, d in enumerate(s)))
+      else:
+        checked.append(_check_state(cell, s, batch, batched, f"initial_state[{k}]"))
+    states = tuple(checked)
+  lengths = _check_lengths(lengths, batch, time, batched)
+  outputs, finals = _run(cell, layers, xs, states, lengths, bidirectional=bidirectional,
+                         reverse=reverse, unroll=unroll, remat=remat,
+                         time_major=time_major, batched=batched)
+  return outputs, list(finals)
+
+
+def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = None, *,
+        lengths: Array | None = None, time_major: bool = False, reverse: bool = False,
+        unroll: int = 1, remat: bool = False) -> tuple[Array, State]:
+  """Run one layer of ``cell`` over a sequence with ``lax.scan`` (compiled).
+
+  ``carry_t, y_t = cell.step(params, carry_{t-1}, x_t)`` for ``t = 0..T-1``
+  (``T-1..0`` with ``reverse``), with the padding semantics of the module
+  docstring when ``lengths`` is given.
+
+  Args:
+    cell: static cell description (:func:`lstm_jax.make_cell`).
+    params: the cell's parameters (``cell.init(key, I)``).
+    xs: ``[B, T, I]`` (``[T, B, I]`` with ``time_major``; ``[T, I]`` unbatched).
+    initial_state: carry for the batch (``cell.initial_state(B)``), or ``None``
+      for zeros.
+    lengths: ``[B]`` integers in ``[0, T]``, or ``None``.
+    time_major: layout of ``xs`` and of the outputs.
+    reverse: process each sequence from its last real step to its first.
+    unroll: ``lax.scan`` unroll factor (>= 1).
+    remat: recompute each step during the backward pass.
+
+  Returns:
+    ``(outputs [B, T, R], final_state)``; outputs are zero at padded steps.
+  """
+  if isinstance(params, (list, tuple)):
+    raise TypeError("params: expected one layer's params (a dict); "
+                    "use stacked_rnn for a list of layers")
+  outputs, finals = stacked_rnn(cell, [params], xs,
+                                None if initial_state is None else [initial_state],
+                                lengths=lengths, time_major=time_major, reverse=reverse,
+                                unroll=unroll, remat=remat)
+  return outputs, finals[0]
+
+
+def bidirectional_rnn(cell: Cell, params: dict[str, Params], xs: Array,
+                      initial_state: tuple[State, State] | None = None, *,
+                      lengths: Array | None = None, time_major: bool = False,
+                      unroll: int = 1, remat: bool = False
+                      ) -> tuple[Array, tuple[State, State]]:
+  """One bidirectional layer: forward and reverse runs, outputs concatenated.
+
+  ``outputs[..., t, :] = [y_fwd_t, y_bwd_t]`` where the backward direction
+  starts at each sequence's last real step.
+
+  Args:
+    cell: static cell description.
+    params: ``{"fwd": params, "bwd": params}``.
+    xs: ``[B, T, I]`` (or time-major / unbatched).
+    initial_state: ``(fwd_state, bwd_state)`` or ``None``.
+    lengths, time_major, unroll, remat: as for :func:`rnn`.
+
+  Returns:
+    ``(outputs [B, T, 2R], (final_fwd, final_bwd))``.
+  """
+  outputs, finals = stacked_rnn(cell, [params], xs,
+                                None if initial_state is None else [initial_state],
+                                lengths=lengths, time_major=time_major, bidirectional=True,
+                                unroll=unroll, remat=remat)
+  return outputs, finals[0]
+
+
+def init_stack(cell: Cell, key: Array, input_size: int, num_layers: int = 1, *,
+               bidirectional: bool = False, dtype: jnp.dtype = jnp.float32) -> list[Params]:
+  """Parameters for :func:`stacked_rnn`: one dict per layer (``fwd``/``bwd`` pairs
+  when bidirectional); layer ``k > 0`` has input size ``D * cell.output_size``.
+
+  Args:
+    cell: the cell of every layer.
+    key: PRNG key.
+    input_size: ``I`` of the first layer.
+    num_layers: number of layers (>= 1).
+    bidirectional: two independent parameter sets per layer.
+    dtype: parameter dtype.
+
+  Returns:
+    A list of ``num_layers`` parameter pytrees.
+  """
+  if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+    raise ValueError(f"num_layers={num_layers!r}: expected an integer >= 1")
+  directions = 2 if bidirectional else 1
+  layers = []
+  for k, layer_key in enumerate(jax.random.split(key, num_layers)):
+    size = _layer_input_size(cell, k, input_size, directions)
+    if bidirectional:
+      k_f, k_b = jax.random.split(layer_key)
+      layers.append({"fwd": cell.init(k_f, size, dtype), "bwd": cell.init(k_b, size, dtype)})
+    else:
+      layers.append(cell.init(layer_key, size, dtype))
+  return layers
