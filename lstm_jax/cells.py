@@ -28,6 +28,7 @@ The carry is :class:`LSTMState` ``(h [B, R], c [B, H], gates [B, 3H] or None)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -400,8 +401,7 @@ class Cell:
 
   def param_shapes(self, input_size: int) -> dict[str, tuple[int, ...]]:
     """Expected shape of every parameter for inputs of size ``input_size``."""
-    shapes = jax.eval_shape(lambda: self.init(jax.random.key(0), input_size))
-    return {k: tuple(v.shape) for k, v in shapes.items()}
+    return dict(_param_shapes(self, input_size))
 
   def check_params(self, params: Params, input_size: int | None = None) -> int:
     """Validate ``params`` against this cell; return the input size they expect.
@@ -423,18 +423,16 @@ class Cell:
       raise ValueError(f"xs: feature size {input_size} does not match params['w_x'] "
                        f"which expects input size {in_size}")
     expected = self.param_shapes(in_size)
-    if not self.use_bias:
-      expected.pop("b", None)
-      expected.pop("b_hn", None)
-    optional = {"b", "b_hn"}
-    for k in set(params) - set(expected) - (optional if not self.use_bias else set()):
-      raise ValueError(f"params[{k!r}] is not a parameter of {self.describe()}; "
-                       f"expected entries: {', '.join(sorted(expected))}")
+    for k in params:
+      if k not in expected:
+        hint = " (the cell was made with use_bias=False)" if k in ("b", "b_hn") else ""
+        raise ValueError(f"params[{k!r}] is not a parameter of {self.describe()}{hint}; "
+                         f"expected entries: {', '.join(sorted(expected))}")
     for k, shape in expected.items():
       if k not in params:
-        if k in optional:
-          continue
-        raise ValueError(f"params[{k!r}] is missing for {self.describe()}")
+        hint = " (make the cell with use_bias=False for a cell without biases)" \
+            if k in ("b", "b_hn") else ""
+        raise ValueError(f"params[{k!r}] is missing for {self.describe()}{hint}")
       got = tuple(getattr(params[k], "shape", ()))
       if got != shape:
         raise ValueError(f"params[{k!r}]: expected shape {shape} for {self.describe()} "
@@ -466,6 +464,12 @@ class Cell:
     if self.kind == "gru":
       return gru_step(params, carry, x)
     return elman_step(params, carry, x)
+
+
+@functools.lru_cache(maxsize=256)
+def _param_shapes(cell: Cell, input_size: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+  shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size))
+  return tuple((k, tuple(v.shape)) for k, v in shapes.items())
 
 
 def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,

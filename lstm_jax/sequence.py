@@ -68,7 +68,8 @@ def _check_xs(xs: Any, time_major: bool) -> tuple[int, int, int, bool]:
 def _check_lengths(lengths: Any, batch: int, time: int, batched: bool) -> Array | None:
   if lengths is None:
     return None
-  lengths = jnp.asarray(lengths) if isinstance(lengths, (list, tuple, np.ndarray)) else lengths
+  if not isinstance(lengths, (jax.Array, jax.core.Tracer)):
+    lengths = jnp.asarray(lengths)
   shape = tuple(getattr(lengths, "shape", ()))
   want = (batch,) if batched else ()
   if shape != want and not (not batched and shape == (1,)):
@@ -183,20 +184,23 @@ def _run(cell: Cell, layers: tuple[Any, ...], xs: Array, states: tuple[Any, ...]
   elif not time_major:
     xs = jnp.swapaxes(xs, 0, 1)
   batch = xs.shape[1]
+  # Zero states default to float32, or wider when the parameters are wider.
+  dtype = jnp.promote_types(jnp.float32, jax.tree_util.tree_leaves(layers)[0].dtype)
+  zero = functools.partial(cell.initial_state, batch, dtype)
   run = functools.partial(scan_layer, cell, lengths=lengths, unroll=unroll, remat=remat)
   finals = []
   h = xs
   for params, state in zip(layers, states):
     if bidirectional:
       s_f, s_b = state if state is not None else (None, None)
-      s_f = cell.initial_state(batch) if s_f is None else s_f
-      s_b = cell.initial_state(batch) if s_b is None else s_b
+      s_f = zero() if s_f is None else s_f
+      s_b = zero() if s_b is None else s_b
       y_f, f_f = run(params["fwd"], h, s_f, reverse=False)
       y_b, f_b = run(params["bwd"], h, s_b, reverse=True)
       h = jnp.concatenate([y_f, y_b], axis=-1)
       finals.append((f_f, f_b))
     else:
-      state = cell.initial_state(batch) if state is None else state
+      state = zero() if state is None else state
       h, final = run(params, h, state, reverse=reverse)
       finals.append(final)
   if not batched:
@@ -309,7 +313,7 @@ def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = Non
     params: the cell's parameters (``cell.init(key, I)``).
     xs: ``[B, T, I]`` (``[T, B, I]`` with ``time_major``; ``[T, I]`` unbatched).
     initial_state: carry for the batch (``cell.initial_state(B)``), or ``None``
-      for zeros.
+      for zeros (float32, or the parameters' dtype where that is wider).
     lengths: ``[B]`` integers in ``[0, T]``, or ``None``.
     time_major: layout of ``xs`` and of the outputs.
     reverse: process each sequence from its last real step to its first.

@@ -1,0 +1,323 @@
+"""Shared machinery of the long-lag tasks: the :class:`Batch`, the :class:`Task`
+base class (losses, predictions, per-sequence metrics, summaries) and helpers
+for argument checks and variable-length batches.
+
+Shapes (``B`` batch, ``T`` the task's static ``max_length``, ``I`` input size,
+``O`` output size)::
+
+    inputs    <float32>[B, T, I]
+    targets   <float32>[B, T, O]   (loss_type "mse" or "sigmoid_xent")
+              <int32>[B, T]        (loss_type "softmax_xent": class indices)
+    mask      <float32>[B, T]      1 where a step carries loss and metrics
+    lengths   <int32>[B]           real length of each sequence
+    outputs   <float32>[B, T, O]   raw model outputs (logits / pre-activations)
+
+Padding: steps ``t >= lengths[b]`` are padding. Their inputs, targets and mask
+are all zero, and padding always goes at the *end*, so a model that runs its
+recurrence with per-sequence lengths (``lstm_jax.sequence``) ends in the state
+after the last real step. Tasks whose answer is given at the end put the
+target (and the only mask entry) at step ``lengths[b] - 1``; nothing in the
+inputs before that step reveals where the sequence will end.
+
+This module knows nothing of models: it imports only JAX and NumPy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lstm_jax.tasks.criteria import Criterion, summarize_common
+
+Array = jax.Array
+PerSequence = dict[str, Array]
+
+LOSS_TYPES = ("softmax_xent", "mse", "sigmoid_xent")
+
+
+class Batch(NamedTuple):
+  """One batch of a task (a pytree; every leaf has leading dimension ``B``).
+
+  Attributes:
+    inputs: ``<float32>[B, T, I]``.
+    targets: ``<float32>[B, T, O]`` for ``"mse"`` / ``"sigmoid_xent"`` tasks,
+      ``<int32>[B, T]`` class indices for ``"softmax_xent"`` tasks.
+    mask: ``<float32>[B, T]``, 1 where the step carries loss and metrics.
+    lengths: ``<int32>[B]``, the real length of each sequence (``<= T``).
+  """
+  inputs: Array
+  targets: Array
+  mask: Array
+  lengths: Array
+
+
+# ----------------------------------------------------------------------------
+# Argument checks (plain Python, before anything is traced).
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(owner: str, field: str, value: Any, minimum: int,
+              maximum: int | None = None, meaning: str = "") -> int:
+  """Return ``value`` as an ``int`` or raise a ValueError naming field, value and range."""
+  ok = _is_int(value) and value >= minimum and (maximum is None or value <= maximum)
+  if not ok:
+    allowed = (f"an integer >= {minimum}" if maximum is None else
+               f"an integer in [{minimum}, {maximum}]")
+    extra = f" ({meaning})" if meaning else ""
+    raise ValueError(f"{owner}: {field}={value!r} is not allowed; "
+                     f"{field} must be {allowed}{extra}")
+  return int(value)
+
+
+def check_choice(owner: str, field: str, value: Any, allowed: tuple[Any, ...]) -> Any:
+  """Return ``value`` if it is one of ``allowed``, else raise a ValueError."""
+  if isinstance(value, (bool, np.bool_)) or value not in allowed:
+    raise ValueError(f"{owner}: {field}={value!r} is not allowed; "
+                     f"allowed values: {', '.join(map(repr, allowed))}")
+  return value
+
+
+# ----------------------------------------------------------------------------
+# Array helpers used by the generators and the metrics.
+
+
+def time_index(batch_size: int, time: int) -> Array:
+  """``<int32>[B, T]``: ``t`` at ``[b, t]``."""
+  return jnp.broadcast_to(jnp.arange(time, dtype=jnp.int32), (batch_size, time))
+
+
+def valid_steps(lengths: Array, time: int) -> Array:
+  """``<bool>[B, T]``: True for real steps ``t < lengths[b]``."""
+  return jnp.arange(time)[None, :] < lengths[:, None]
+
+
+def last_step_mask(lengths: Array, time: int) -> Array:
+  """``<float32>[B, T]``: 1 at ``t = lengths[b] - 1``, else 0."""
+  return (jnp.arange(time)[None, :] == lengths[:, None] - 1).astype(jnp.float32)
+
+
+def at_last_step(values: Array, lengths: Array) -> Array:
+  """``values[b, lengths[b] - 1]`` for ``values`` ``[B, T, ...]`` -> ``[B, ...]``."""
+  index = jnp.clip(lengths - 1, 0, values.shape[1] - 1)
+  return jax.vmap(lambda v, i: v[i])(values, index)
+
+
+def draw_lengths(key: Array, batch_size: int, shortest: int, longest: int) -> Array:
+  """``<int32>[B]`` uniform on the integers ``shortest..longest`` (both included)."""
+  return jax.random.randint(key, (batch_size,), shortest, longest + 1, dtype=jnp.int32)
+
+
+def masked_mean_per_sequence(values: Array, mask: Array) -> Array:
+  """``[B, T]`` values -> ``[B]`` mean over the steps where ``mask`` is 1."""
+  return jnp.sum(values * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+
+
+def masked_max_per_sequence(values: Array, mask: Array) -> Array:
+  """``[B, T]`` non-negative values -> ``[B]`` max over the masked steps (0 if none)."""
+  return jnp.max(jnp.where(mask > 0, values, 0.0), axis=1)
+
+
+def _sample_impl(task: Task, key: Array, batch_size: int) -> Batch:
+  return task._sample(key, batch_size)
+
+
+_sample_jit = jax.jit(_sample_impl, static_argnums=(0, 2))
+
+
+# ----------------------------------------------------------------------------
+# The task base class.
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A task instance: a frozen, hashable description usable as a ``jax.jit``
+  static argument. Subclasses add their parameters as dataclass fields and
+  implement ``input_size``, ``output_size``, ``max_length``, ``_sample``,
+  ``_judge`` and ``_criterion``.
+
+  Class attributes:
+    name: registry name.
+    loss_type: ``"softmax_xent"`` (int targets), ``"mse"`` (linear outputs) or
+      ``"sigmoid_xent"`` (multi-label float targets).
+    min_lag: the smallest ``lag`` the generator supports.
+    lag_meaning: what ``lag`` is for this task.
+  """
+  name: ClassVar[str] = "task"
+  loss_type: ClassVar[str] = "mse"
+  min_lag: ClassVar[int] = 1
+  lag_meaning: ClassVar[str] = ""
+
+  lag: int = 1
+
+  def __post_init__(self) -> None:
+    self._set("lag", check_int(self.name, "lag", self.lag, self.min_lag, None,
+                               self.lag_meaning))
+    self._validate()
+
+  # -- hooks for subclasses ---------------------------------------------------
+
+  def _validate(self) -> None:
+    """Check and normalise the task parameters (raise ValueError)."""
+
+  def _set(self, field: str, value: Any) -> None:
+    object.__setattr__(self, field, value)
+
+  @property
+  def input_size(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def output_size(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def max_length(self) -> int:
+    """The static number of time steps ``T`` of every batch."""
+    raise NotImplementedError
+
+  def _sample(self, key: Array, batch_size: int) -> Batch:
+    raise NotImplementedError
+
+  def _judge(self, outputs: Array, predictions: Array, batch: Batch) -> PerSequence:
+    """Per-sequence ``"correct"`` (bool) and ``"error"`` (float) plus extras."""
+    raise NotImplementedError
+
+  def _criterion(self) -> Criterion:
+    raise NotImplementedError
+
+  def _baseline(self) -> float | None:
+    return None
+
+  def _extra_summary(self, summary: dict[str, float]) -> dict[str, float]:
+    return {}
+
+  # -- public API ---------------------------------------------------------------
+
+  @property
+  def params(self) -> dict[str, Any]:
+    """The task's fields (lag and parameters) as a JSON-able dict."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+  def sample(self, key: Array, batch_size: int) -> Batch:
+    """Draw a batch; pure, deterministic in ``key``, static shapes, jit-able.
+
+    Args:
+      key: a ``jax.random`` key.
+      batch_size: ``B`` (a Python int; static under ``jax.jit``).
+
+    Returns:
+      A :class:`Batch` with ``T = self.max_length``.
+    """
+    batch_size = check_int(self.name, "batch_size", batch_size, 1)
+    return _sample_jit(self, key, batch_size)
+
+  def predict(self, outputs: Array) -> Array:
+    """Raw outputs ``[B, T, O]`` -> predictions in target space: softmax
+    probabilities, sigmoid activations, or the outputs themselves (``"mse"``)."""
+    if self.loss_type == "softmax_xent":
+      return jax.nn.softmax(outputs, axis=-1)
+    if self.loss_type == "sigmoid_xent":
+      return jax.nn.sigmoid(outputs)
+    return outputs
+
+  def dense_targets(self, batch: Batch) -> Array:
+    """``<float32>[B, T, O]`` targets (one-hot for softmax tasks)."""
+    if self.loss_type == "softmax_xent":
+      return jax.nn.one_hot(batch.targets, self.output_size, dtype=jnp.float32)
+    return batch.targets.astype(jnp.float32)
+
+  def step_losses(self, outputs: Array, batch: Batch) -> Array:
+    """``[B, T]`` loss of every step (unmasked); mean over output units for
+    ``"mse"`` and ``"sigmoid_xent"``."""
+    self._check_outputs(outputs, batch)
+    outputs = outputs.astype(jnp.float32)
+    if self.loss_type == "softmax_xent":
+      logz = jax.nn.logsumexp(outputs, axis=-1)
+      picked = jnp.take_along_axis(outputs, batch.targets[..., None].astype(jnp.int32),
+                                   axis=-1)[..., 0]
+      return logz - picked
+    targets = batch.targets.astype(jnp.float32)
+    if self.loss_type == "sigmoid_xent":
+      per_unit = (jnp.maximum(outputs, 0.0) - outputs * targets
+                  + jnp.log1p(jnp.exp(-jnp.abs(outputs))))
+      return jnp.mean(per_unit, axis=-1)
+    return jnp.mean(jnp.square(outputs - targets), axis=-1)
+
+  def loss(self, outputs: Array, batch: Batch) -> Array:
+    """Scalar training loss: the mean of :meth:`step_losses` over all masked
+    steps of the batch."""
+    losses = self.step_losses(outputs, batch)
+    return jnp.sum(losses * batch.mask) / jnp.maximum(jnp.sum(batch.mask), 1.0)
+
+  def per_sequence(self, outputs: Array, batch: Batch) -> PerSequence:
+    """Per-sequence metrics, each ``[B]`` (jit-able).
+
+    Always present: ``"correct"`` (bool, the task's correctness rule),
+    ``"error"`` (the error measure of the stopping rule), ``"loss"`` (mean
+    step loss over the sequence's masked steps) and ``"mse"`` (mean squared
+    error of the predictions over masked steps and output units).
+    """
+    losses = self.step_losses(outputs, batch)
+    predictions = self.predict(outputs.astype(jnp.float32))
+    dense = self.dense_targets(batch)
+    sq = jnp.mean(jnp.square(predictions - dense), axis=-1)
+    result = {"loss": masked_mean_per_sequence(losses, batch.mask),
+              "mse": masked_mean_per_sequence(sq, batch.mask)}
+    result.update(self._judge(outputs, predictions, batch))
+    result["correct"] = result["correct"].astype(bool)
+    result["error"] = result["error"].astype(jnp.float32)
+    return result
+
+  def summarize(self, per_seq: Mapping[str, Any]) -> dict[str, float]:
+    """Host-side summary of per-sequence metrics (NumPy arrays, any number of
+    batches concatenated): ``count``, ``accuracy``, ``num_wrong``,
+    ``mean_error``, ``max_error``, the mean of every other key (``loss``,
+    ``mse``, ...), and ``loss_over_baseline`` where a baseline is defined."""
+    summary = summarize_common(per_seq)
+    base = self.baseline
+    if base is not None and "loss" in summary:
+      summary["loss_over_baseline"] = summary["loss"] / base
+    summary.update(self._extra_summary(summary))
+    return summary
+
+  @property
+  def criterion(self) -> Criterion:
+    """The stopping rule (see :class:`~lstm_jax.tasks.criteria.Criterion`)."""
+    return self._criterion()
+
+  @property
+  def baseline(self) -> float | None:
+    """Loss of the best memoryless predictor (per masked step, same
+    normalisation as :meth:`loss`), or None where not defined."""
+    return self._baseline()
+
+  def _check_outputs(self, outputs: Array, batch: Batch) -> None:
+    want = (batch.inputs.shape[0], self.max_length, self.output_size)
+    if tuple(outputs.shape) != want:
+      raise ValueError(f"{self.name}: outputs have shape {tuple(outputs.shape)}; "
+                       f"expected [B, T, O] = {want}")
+
+
+def xent_baseline(n_classes: int) -> float:
+  """Cross-entropy of a uniform guess among ``n_classes``: ``ln n``."""
+  return math.log(n_classes)
+
+
+def softmax_step_error(predictions: Array, batch: Batch, n_classes: int) -> Array:
+  """``[B, T]``: max over output units of |softmax - one-hot target|."""
+  onehot = jax.nn.one_hot(batch.targets, n_classes, dtype=jnp.float32)
+  return jnp.max(jnp.abs(predictions - onehot), axis=-1)
+
+
+__all__ = ["Batch", "LOSS_TYPES", "Task", "at_last_step", "check_choice", "check_int",
+           "draw_lengths", "last_step_mask", "masked_max_per_sequence",
+           "masked_mean_per_sequence", "softmax_step_error", "time_index", "valid_steps",
+           "xent_baseline"]

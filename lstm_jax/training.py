@@ -1,0 +1,157 @@
+"""Training: optimizer from config, jitted train/eval steps, and the loop that
+trains a model on a task until the task's criterion holds or the budget ends.
+
+Everything is vmapped over a leading **seed axis** ``S``: ``S`` independently
+initialised models, each on its own data stream, train as one program (one
+compile, one pass). A single run is ``S = 1``.
+
+Determinism: the batch of step ``n`` of seed ``s`` is drawn with
+``fold_in(fold_in(data_key_s, n))``, so a resumed run sees exactly the data an
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lstm_jax.models import SequenceModel, make_model
+
+Array = jax.Array
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *,
+                   schedule: str = "constant", total_steps: int = 1, warmup_steps: int = 0,
+                   grad_clip: float = 1.0, weight_decay: float = 0.0,
+                   momentum: float = 0.9) -> optax.GradientTransformation:
+  """An optax optimizer: global-norm clipping (if ``grad_clip > 0``), then ``name``
+  with a learning-rate ``schedule``.
+
+  Args:
+    name: one of :data:`OPTIMIZERS`.
+    learning_rate: peak learning rate.
+    schedule: one of :data:`SCHEDULES`.
+    total_steps: steps in the schedule (cosine decay length).
+    warmup_steps: linear warm-up for ``warmup_cosine``.
+    grad_clip: maximum global gradient norm; 0 disables clipping.
+    weight_decay: decoupled weight decay for ``adamw``.
+    momentum: for ``momentum``.
+  """
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optimizer.name={name!r}; allowed: {', '.join(OPTIMIZERS)}")
+  if schedule not in SCHEDULES:
+    raise ValueError(f"optimizer.schedule={schedule!r}; allowed: {', '.join(SCHEDULES)}")
+  if schedule == "constant":
+    lr = learning_rate
+  elif schedule == "cosine":
+    lr = optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
+  else:
+    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1),
+                                            max(total_steps, warmup_steps + 1))
+  opt = {
+      "adam": lambda: optax.adam(lr),
+      "adamw": lambda: optax.adamw(lr, weight_decay=weight_decay),
+      "sgd": lambda: optax.sgd(lr),
+      "momentum": lambda: optax.sgd(lr, momentum=momentum),
+      "rmsprop": lambda: optax.rmsprop(lr),
+  }[name]()
+  return optax.chain(optax.clip_by_global_norm(grad_clip), opt) if grad_clip > 0 else opt
+
+
+class TrainState(NamedTuple):
+  """Per-seed training state (every leaf has a leading seed axis ``S``)."""
+  step: Array
+  params: Any
+  opt_state: Any
+
+
+def init_state(model: SequenceModel, optimizer: optax.GradientTransformation,
+               init_keys: Array, input_size: int) -> TrainState:
+  """``S`` independently initialised models (``init_keys: [S]`` keys)."""
+  def one(key):
+    params = model.init(key, input_size)
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+  return jax.vmap(one)(init_keys)
+
+
+def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientTransformation,
+                     batch_size: int, num_steps: int, remat: bool = False
+                     ) -> Callable[[TrainState, Array], tuple[TrainState, dict, dict]]:
+  """A jitted function running ``num_steps`` training steps for every seed.
+
+  ``(state [S], data_keys [S]) -> (state, metrics {name: [num_steps, S]},
+  per_seq {name: [num_steps, S, batch]})``.
+  """
+  def step(state: TrainState, data_key: Array):
+    batch = task.sample(jax.random.fold_in(data_key, state.step), batch_size)
+
+    def loss_fn(params):
+      out = model.apply(params, batch.inputs, batch.lengths, remat=remat)
+      return task.loss(out, batch), out
+
+    (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    per_seq = task.per_sequence(jax.lax.stop_gradient(out), batch)
+    return TrainState(state.step + 1, params, opt_state), metrics, per_seq
+
+  def chunk(state: TrainState, data_keys: Array):
+    def body(s, _):
+      s, metrics, per_seq = jax.vmap(step)(s, data_keys)
+      return s, (metrics, per_seq)
+    state, (metrics, per_seq) = jax.lax.scan(body, state, None, length=num_steps)
+    return state, metrics, per_seq
+
+  return jax.jit(chunk, donate_argnums=0)
+
+
+def make_eval(model: SequenceModel, task: Any, eval_size: int
+              ) -> Callable[[Any, Array], tuple[Array, dict]]:
+  """A jitted evaluation on ``eval_size`` fresh sequences per seed:
+  ``(params [S], keys [S]) -> (loss [S], per_seq {name: [S, eval_size]})``."""
+  def one(params, key):
+    batch = task.sample(key, eval_size)
+    out = model.apply(params, batch.inputs, batch.lengths)
+    return task.loss(out, batch), task.per_sequence(out, batch)
+  return jax.jit(jax.vmap(one))
+
+
+def seed_keys(seed: int, num_seeds: int) -> tuple[Array, Array, Array]:
+  """``(init_keys, data_keys, eval_keys)``, each ``[S]``, for seeds ``seed..seed+S-1``."""
+  base = jax.vmap(lambda s: jax.random.key(s))(jnp.arange(seed, seed + num_seeds))
+  split = jax.vmap(lambda k: jax.random.split(k, 3))(base)
+  return split[:, 0], split[:, 1], split[:, 2]
+
+
+def to_jsonable(tree: Any) -> Any:
+  """NumPy/JAX arrays and scalars in ``tree`` as JSON-friendly Python values."""
+  if isinstance(tree, dict):
+    return {str(k): to_jsonable(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [to_jsonable(v) for v in tree]
+  if isinstance(tree, (np.ndarray, jax.Array)):
+    return np.asarray(tree).tolist()
+  if isinstance(tree, (np.floating, np.integer, np.bool_)):
+    return tree.item()
+  return tree
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+  """Write ``data`` as JSON to ``path`` via a temporary file and a rename."""
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(to_jsonable(data), f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)

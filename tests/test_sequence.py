@@ -1,0 +1,321 @@
+"""Sequence machinery: scan vs loops, padding, reverse, stacks, bidirectional runs,
+compilation reuse, dtypes, gradients and argument checks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import lstm_jax as L
+from lstm_jax import sequence
+
+B, T, I, H = 3, 6, 3, 4
+LENGTHS = np.array([6, 2, 0])
+
+
+def _xs(seed=0, shape=(B, T, I), dtype=jnp.float32):
+  return jax.random.normal(jax.random.key(seed), shape, dtype)
+
+
+def _sigmoid(z):
+  return 1.0 / (1.0 + np.exp(-z))
+
+
+def _numpy_lstm(params, xs, h0=None, c0=None):
+  """Independent float64 reference for one vanilla LSTM layer over [T, I]."""
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  hid = p["w_h"].shape[0]
+  h = np.zeros(hid) if h0 is None else np.asarray(h0, np.float64)
+  c = np.zeros(hid) if c0 is None else np.asarray(c0, np.float64)
+  ys = []
+  for x in np.asarray(xs, np.float64):
+    z = x @ p["w_x"] + h @ p["w_h"] + p["b"]
+    i, f, g, o = (z[k * hid:(k + 1) * hid] for k in range(4))
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    h = _sigmoid(o) * np.tanh(c)
+    ys.append(h)
+  return np.stack(ys) if ys else np.zeros((0, hid)), h, c
+
+
+def _random_params(cell, seed=1, input_size=I):
+  """Initialised params plus noise so no entry is a special value."""
+  params = cell.init(jax.random.key(seed), input_size)
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
+  leaves = [l + 0.3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+  return jax.tree_util.tree_unflatten(tree, leaves)
+
+
+@pytest.fixture(scope="module")
+def lstm():
+  cell = L.make_cell("vanilla", H)
+  return cell, _random_params(cell)
+
+
+# ----------------------------------------------------------------------------
+# Numbers.
+
+
+def test_matches_numpy_reference_with_padding(lstm):
+  cell, params = lstm
+  xs = _xs()
+  ys, final = L.rnn(cell, params, xs, lengths=LENGTHS)
+  for b, n in enumerate(LENGTHS):
+    ref_y, ref_h, ref_c = _numpy_lstm(params, xs[b, :n])
+    np.testing.assert_allclose(ys[b, :n], ref_y, atol=1e-5)
+    np.testing.assert_array_equal(ys[b, n:], 0.0)
+    np.testing.assert_allclose(final.h[b], ref_h, atol=1e-5)
+    np.testing.assert_allclose(final.c[b], ref_c, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["peephole", "gru", "fgr"])
+def test_scan_equals_python_loop_over_step(name):
+  cell = L.make_cell(name, H)
+  params = _random_params(cell)
+  xs = _xs(1)
+  state = jax.tree_util.tree_map(lambda a: a + 0.5, cell.initial_state(B))
+  ys, final = L.rnn(cell, params, xs, state)
+  carry, loop_ys = state, []
+  for t in range(T):
+    carry, y = cell.step(params, carry, xs[:, t])
+    loop_ys.append(y)
+  np.testing.assert_allclose(ys, jnp.stack(loop_ys, axis=1), atol=1e-6)
+  for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(carry)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_initial_state_is_used(lstm):
+  cell, params = lstm
+  xs = _xs(2)
+  h0 = np.random.default_rng(0).normal(size=(B, H)).astype(np.float32)
+  c0 = np.random.default_rng(1).normal(size=(B, H)).astype(np.float32)
+  ys, final = L.rnn(cell, params, xs, L.LSTMState(jnp.asarray(h0), jnp.asarray(c0)))
+  for b in range(B):
+    ref_y, ref_h, ref_c = _numpy_lstm(params, xs[b], h0[b], c0[b])
+    np.testing.assert_allclose(ys[b], ref_y, atol=1e-5)
+    np.testing.assert_allclose(final.c[b], ref_c, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "gru"])
+def test_padded_equals_unpadded(name):
+  cell = L.make_cell(name, H)
+  params = _random_params(cell)
+  xs = _xs(3)
+  for reverse in (False, True):
+    ys, final = L.rnn(cell, params, xs, lengths=LENGTHS, reverse=reverse)
+    for b, n in enumerate(LENGTHS):
+      y1, f1 = L.rnn(cell, params, xs[b:b + 1, :max(n, 1)], reverse=reverse)
+      if n == 0:  # an empty sequence keeps the initial state
+        for leaf in jax.tree_util.tree_leaves(final):
+          np.testing.assert_array_equal(leaf[b], 0.0)
+        np.testing.assert_array_equal(ys[b], 0.0)
+        continue
+      np.testing.assert_allclose(ys[b, :n], y1[0], atol=1e-6)
+      np.testing.assert_array_equal(ys[b, n:], 0.0)
+      for a, c in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(f1)):
+        np.testing.assert_allclose(a[b], c[0], atol=1e-6)
+
+
+def test_reverse_equals_forward_on_flipped_sequences(lstm):
+  cell, params = lstm
+  xs = _xs(4)
+  ys, final = L.rnn(cell, params, xs, lengths=LENGTHS, reverse=True)
+  for b, n in enumerate(LENGTHS[:2]):
+    ref_y, _, ref_c = _numpy_lstm(params, np.asarray(xs[b, :n])[::-1])
+    np.testing.assert_allclose(ys[b, :n], ref_y[::-1], atol=1e-5)
+    np.testing.assert_allclose(final.c[b], ref_c, atol=1e-5)
+
+
+def test_time_major_and_unbatched_layouts(lstm):
+  cell, params = lstm
+  xs = _xs(5)
+  ys, final = L.rnn(cell, params, xs)
+  ys_tm, final_tm = L.rnn(cell, params, jnp.swapaxes(xs, 0, 1), time_major=True)
+  np.testing.assert_allclose(jnp.swapaxes(ys_tm, 0, 1), ys, atol=1e-6)
+  np.testing.assert_allclose(final_tm.c, final.c, atol=1e-6)
+  y0, f0 = L.rnn(cell, params, xs[0])
+  assert y0.shape == (T, H) and f0.h.shape == (H,)
+  np.testing.assert_allclose(y0, ys[0], atol=1e-6)
+  y3, f3 = L.rnn(cell, params, xs[0], lengths=3)  # a plain int for one sequence
+  np.testing.assert_allclose(y3[:3], ys[0, :3], atol=1e-6)
+  np.testing.assert_array_equal(y3[3:], 0.0)
+
+
+def test_unroll_and_remat_do_not_change_results(lstm):
+  cell, params = lstm
+  xs = _xs(6)
+  base, _ = L.rnn(cell, params, xs, lengths=LENGTHS)
+  unrolled, _ = L.rnn(cell, params, xs, lengths=LENGTHS, unroll=3)
+  np.testing.assert_allclose(unrolled, base, atol=1e-6)
+
+  def loss(p, remat):
+    return jnp.sum(L.rnn(cell, p, xs, remat=remat)[0] ** 2)
+
+  g_plain = jax.grad(loss)(params, False)
+  g_remat = jax.grad(loss)(params, True)
+  for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_remat)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# Stacks and bidirectional runs.
+
+
+def test_stack_equals_composition_of_layers():
+  cell = L.make_cell("vanilla", H)
+  layers = [_random_params(cell, 1), _random_params(cell, 2, H)]
+  xs = _xs(7)
+  ys, finals = L.stacked_rnn(cell, layers, xs, lengths=LENGTHS)
+  y0, f0 = L.rnn(cell, layers[0], xs, lengths=LENGTHS)
+  y1, f1 = L.rnn(cell, layers[1], y0, lengths=LENGTHS)
+  np.testing.assert_allclose(ys, y1, atol=1e-6)
+  np.testing.assert_allclose(finals[0].c, f0.c, atol=1e-6)
+  np.testing.assert_allclose(finals[1].h, f1.h, atol=1e-6)
+
+
+def test_bidirectional_equals_forward_and_reverse_runs():
+  cell = L.make_cell("cifg", H)
+  layer = {"fwd": _random_params(cell, 1), "bwd": _random_params(cell, 2)}
+  xs = _xs(8)
+  ys, (ff, fb) = L.bidirectional_rnn(cell, layer, xs, lengths=LENGTHS)
+  yf, sf = L.rnn(cell, layer["fwd"], xs, lengths=LENGTHS)
+  yb, sb = L.rnn(cell, layer["bwd"], xs, lengths=LENGTHS, reverse=True)
+  np.testing.assert_allclose(ys, jnp.concatenate([yf, yb], -1), atol=1e-6)
+  np.testing.assert_allclose(ff.h, sf.h, atol=1e-6)
+  np.testing.assert_allclose(fb.c, sb.c, atol=1e-6)
+
+
+def test_bidirectional_stack_equals_composition():
+  cell = L.make_cell("vanilla", H)
+  layers = L.init_stack(cell, jax.random.key(3), I, 2, bidirectional=True)
+  assert layers[1]["fwd"]["w_x"].shape == (2 * H, 4 * H)
+  xs = _xs(9)
+  ys, finals = L.stacked_rnn(cell, layers, xs, bidirectional=True, lengths=LENGTHS)
+  y0, _ = L.bidirectional_rnn(cell, layers[0], xs, lengths=LENGTHS)
+  y1, (f1, b1) = L.bidirectional_rnn(cell, layers[1], y0, lengths=LENGTHS)
+  assert ys.shape == (B, T, 2 * H)
+  np.testing.assert_allclose(ys, y1, atol=1e-6)
+  np.testing.assert_allclose(finals[1][1].c, b1.c, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Compilation, dtypes, gradients.
+
+
+def test_second_call_with_same_shapes_does_not_recompile(lstm):
+  cell, params = lstm
+  L.rnn(cell, params, _xs(10), lengths=LENGTHS)
+  size = sequence._run._cache_size()
+  for seed in (11, 12):
+    L.rnn(cell, params, _xs(seed), lengths=np.array([1, 5, 6]))
+  assert sequence._run._cache_size() == size
+  # An equal but separately built cell is the same static argument.
+  L.rnn(L.make_cell("vanilla", H), params, _xs(13), lengths=LENGTHS)
+  assert sequence._run._cache_size() == size
+  # A new shape does compile once.
+  L.rnn(cell, params, _xs(14, (B, T + 1, I)), lengths=LENGTHS)
+  assert sequence._run._cache_size() == size + 1
+
+
+def test_works_under_user_jit_with_traced_lengths(lstm):
+  cell, params = lstm
+  xs = _xs(15)
+  fn = jax.jit(lambda p, x, n: L.rnn(cell, p, x, lengths=n)[1].c)
+  np.testing.assert_allclose(fn(params, xs, jnp.asarray(LENGTHS)),
+                             L.rnn(cell, params, xs, lengths=LENGTHS)[1].c, atol=1e-6)
+
+
+def test_bfloat16_inputs_with_float32_state(lstm):
+  cell, params = lstm
+  xs = _xs(16)
+  ys32, f32 = L.rnn(cell, params, xs)
+  for p in (params, jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)):
+    ys, final = L.rnn(cell, p, xs.astype(jnp.bfloat16))
+    assert final.c.dtype == jnp.float32 and final.h.dtype == jnp.float32
+    assert ys.dtype == jnp.float32
+    np.testing.assert_allclose(ys, ys32, atol=5e-2)
+    np.testing.assert_allclose(final.c, f32.c, atol=5e-2)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "gru"])
+def test_sequence_gradients(name):
+  cell = L.make_cell(name, 3)
+  with jax.enable_x64(True):
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64),
+                                    _random_params(cell, 4, 2))
+    xs = _xs(17, (2, 4, 2)).astype(jnp.float64)
+    state = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) + 0.1,
+                                   cell.initial_state(2))
+    lengths = np.array([4, 2])
+
+    def f(p, x, s):
+      ys, final = L.rnn(cell, p, x, s, lengths=lengths)
+      return jnp.sum(ys * 0.7) + sum(jnp.sum(l) for l in jax.tree_util.tree_leaves(final))
+
+    check_grads(f, (params, xs, state), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
+    rev = lambda p, x, s: jnp.sum(L.rnn(cell, p, x, s, reverse=True)[0])
+    check_grads(rev, (params, xs, state), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# Bad input: clear errors before any compile.
+
+
+def _bad_calls(cell, params):
+  xs = _xs(18)
+  return [
+      (lambda: L.rnn(cell, params, xs[0, 0]), ValueError, r"xs: expected rank 3"),
+      (lambda: L.rnn(cell, params, jnp.zeros((B, T, I, 1))), ValueError, r"got shape"),
+      (lambda: L.rnn(cell, params, jnp.zeros((B, T, I), jnp.int32)), TypeError,
+       r"xs: expected a floating dtype"),
+      (lambda: L.rnn(cell, params, jnp.zeros((B, T, I + 1))), ValueError,
+       r"feature size 4 does not match .* input size 3"),
+      (lambda: L.rnn(cell, params, xs, lengths=np.array([1, 2, T + 1])), ValueError,
+       r"lengths: .*\[0, T=6\].*\[7\]"),
+      (lambda: L.rnn(cell, params, xs, lengths=np.array([-1, 2, 3])), ValueError,
+       r"lengths: .*\[-1\]"),
+      (lambda: L.rnn(cell, params, xs, lengths=np.array([1, 2])), ValueError,
+       r"lengths: expected shape \(3,\)"),
+      (lambda: L.rnn(cell, params, xs, lengths=np.array([1.0, 2.0, 3.0])), TypeError,
+       r"lengths: expected an integer dtype"),
+      (lambda: L.rnn(cell, params, xs, L.LSTMState(jnp.zeros((B, H + 1)), jnp.zeros((B, H)))),
+       ValueError, r"initial_state\[0\]: expected leaf shapes"),
+      (lambda: L.rnn(cell, params, xs, (jnp.zeros((B, H)),)), ValueError,
+       r"initial_state\[0\]: expected a state structured like"),
+      (lambda: L.rnn(cell, params, xs, unroll=0), ValueError, r"unroll=0"),
+      (lambda: L.rnn(cell, params, xs, time_major="yes"), TypeError, r"time_major='yes'"),
+      (lambda: L.rnn(cell, {"w_x": params["w_x"], "b": params["b"]}, xs), ValueError,
+       r"params\[.w_h.\] is missing"),
+      (lambda: L.rnn(cell, dict(params, w_h=params["w_h"][:2]), xs), ValueError,
+       r"params\['w_h'\]: expected shape \(4, 16\)"),
+      (lambda: L.rnn(cell, dict(params, extra=params["b"]), xs), ValueError,
+       r"params\['extra'\] is not a parameter"),
+      (lambda: L.rnn("lstm", params, xs), TypeError, r"cell: expected an lstm_jax.Cell"),
+      (lambda: L.rnn(cell, [params], xs), TypeError, r"use stacked_rnn"),
+      (lambda: L.stacked_rnn(cell, params, xs), TypeError, r"one entry per layer"),
+      (lambda: L.stacked_rnn(cell, [params, params], xs), ValueError,
+       r"params\[1\] \(layer 1\).*feature size 4 does not match"),
+      (lambda: L.stacked_rnn(cell, [params], xs, bidirectional=True), ValueError,
+       r"'fwd' and 'bwd'"),
+      (lambda: L.stacked_rnn(cell, [params], xs, reverse=True, bidirectional=True), ValueError,
+       r"reverse=True has no meaning"),
+      (lambda: L.stacked_rnn(cell, [params], xs, [None, None]), ValueError,
+       r"initial_state: expected None or a list of 1"),
+      (lambda: L.init_stack(cell, jax.random.key(0), I, 0), ValueError, r"num_layers=0"),
+      (lambda: L.rnn(L.make_cell("vanilla", H, use_bias=False), params, xs), ValueError,
+       r"params\['b'\] is not a parameter .*use_bias=False"),
+      (lambda: L.rnn(cell, {k: v for k, v in params.items() if k != "b"}, xs), ValueError,
+       r"params\['b'\] is missing .*use_bias=False"),
+  ]
+
+
+def test_bad_input_raises_clear_errors_before_compiling(lstm):
+  cell, params = lstm
+  before = sequence._run._cache_size()
+  for call, exc, pattern in _bad_calls(cell, params):
+    with pytest.raises(exc, match=pattern):
+      call()
+  assert sequence._run._cache_size() == before
