@@ -96,7 +96,9 @@ def gate_kernel(name: str, key: Array, fan_in: int, hidden_size: int, num_gates:
   check_name("kernel init", name, KERNEL_INITS)
   fn = _kernel_fn(name, scale)
   keys = jax.random.split(key, num_gates)
-  return jnp.concatenate([fn(k, (fan_in, hidden_size), dtype) for k in keys], axis=-1)
+  # Drawn in float32 and cast: CPU linear algebra has no half-precision QR (orthogonal).
+  blocks = [fn(k, (fan_in, hidden_size), jnp.float32) for k in keys]
+  return jnp.concatenate(blocks, axis=-1).astype(dtype)
 
 
 def _blocks(hidden_size: int, num_blocks: int) -> np.ndarray:

@@ -56,8 +56,10 @@ class RecurrentCell(nn.RNNCellBase):
   """Any :mod:`lstm_jax` cell (an LSTM variant, ``"gru"`` or ``"elman"``) as a linen cell.
 
   ``__call__(carry, x [..., I]) -> (carry, y [..., R])`` is
-  ``self.core.step(params, carry, x)`` with ``params`` the module's params
-  (names and shapes of ``self.core.init(key, I)``; see :mod:`lstm_jax.cells`).
+  ``self.core.step(params, carry, x)`` with ``params`` the module's params:
+  one flax param per entry of ``self.core.init(key, I)`` (same names and
+  shapes; see :mod:`lstm_jax.cells`), all from one ``core.init`` call with the
+  key flax hands the first of them, cast to ``param_dtype``.
   The carry is :class:`lstm_jax.LSTMState` ``(h [..., R], c [..., H], gates)``
   for an LSTM and ``h [..., H]`` for a GRU or Elman RNN.
 
@@ -93,7 +95,7 @@ class RecurrentCell(nn.RNNCellBase):
   carry_dtype: Dtype = jnp.float32
 
   def __post_init__(self) -> None:
-    self.core  # Validate the options before flax binds the module.
+    _ = self.core  # Validate the options (make_cell) at construction.
     super().__post_init__()
 
   @property

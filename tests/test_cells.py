@@ -247,6 +247,42 @@ def test_lstm_steps_match_reference(name):
     h, c, gts = ref["h"], ref["c"], ref["gates"]
 
 
+CUSTOM = [
+    (LSTMVariant(peepholes=True, layer_norm=True), _spec(peep=True, ln=True)),
+    (LSTMVariant(forget_gate="coupled", layer_norm=True, output_activation="identity"),
+     _spec(f="coupled", ln=True, h_act="identity")),
+    (LSTMVariant(input_gate=False, input_activation="identity", peepholes=True),
+     _spec(i=False, g_act="identity", peep=True)),
+    (LSTMVariant(gate_recurrence=True), _spec(fgr=True)),
+    (LSTMVariant(peepholes=True, gate_recurrence=True, forget_gate="learned"),
+     _spec(peep=True, fgr=True, proj=True)),
+    (LSTMVariant(output_gate=False, forget_gate="none", layer_norm=True),
+     _spec(o=False, f="none", ln=True, proj=True)),
+]
+
+
+@pytest.mark.parametrize("k", range(len(CUSTOM)))
+def test_custom_variant_steps_match_reference(k):
+  variant, spec = CUSTOM[k]
+  rng = np.random.default_rng(200 + k)
+  per, p = make_lstm_params(rng, spec)
+  h, c, gts = random_lstm_carry(rng, spec)
+  xs = rng.normal(size=(3, B, I))
+  cell = make_cell(variant, H, proj_size=P if spec["proj"] else 0)
+  params = to_jnp(p)
+  assert cell.check_params(params) == I
+  carry = LSTMState(jnp.asarray(h, jnp.float32), jnp.asarray(c, jnp.float32),
+                    None if gts is None else jnp.asarray(gts, jnp.float32))
+  for t in range(3):
+    ref = ref_lstm_step(spec, per, p, h, c, gts, xs[t])
+    carry, y = cell.step(params, carry, jnp.asarray(xs[t], jnp.float32))
+    assert_close(y, ref["h"], f"custom {k} step {t} h")
+    assert_close(carry.c, ref["c"], f"custom {k} step {t} c")
+    if spec["fgr"]:
+      assert_close(carry.gates, ref["gates"], f"custom {k} step {t} gates")
+    h, c, gts = ref["h"], ref["c"], ref["gates"]
+
+
 def test_gru_steps_match_reference():
   rng = np.random.default_rng(7)
   per, p = make_gru_params(rng)
@@ -332,6 +368,19 @@ def test_batch_shape_free_step():
   for k in range(2):
     ref = ref_lstm_step(spec, per, p, np.zeros((B, H)), np.zeros((B, H)), None, x[k])
     assert_close(y[k], ref["h"], f"batch slice {k}")
+
+
+@pytest.mark.parametrize("name", ["fgr", "layernorm", "lstmp", "gru", "elman"])
+def test_unbatched_step_matches_batched(name):
+  cell = cell_for(name)
+  params = cell.init(jax.random.key(5), I)
+  x = jnp.asarray(np.random.default_rng(13).normal(size=(B, I)), jnp.float32)
+  carry, y = cell.step(params, cell.initial_state(B), x)
+  carry1, y1 = cell.step(params, cell.initial_state(), x[1])
+  assert y1.shape == (cell.output_size,)
+  np.testing.assert_allclose(np.asarray(y1), np.asarray(y[1]), rtol=1e-6, atol=1e-6)
+  for a, b in zip(jax.tree_util.tree_leaves(carry1), jax.tree_util.tree_leaves(carry)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b[1]), rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------
@@ -649,7 +698,8 @@ def test_check_params_wrong_shape(name):
 
 @pytest.mark.parametrize("name,key", [("vanilla", "w_h"), ("peephole", "w_peep"),
                                       ("fgr", "w_gates"), ("layernorm", "ln_c_bias"),
-                                      ("lstmp", "w_proj")])
+                                      ("lstmp", "w_proj"), ("vanilla", "b"), ("cifg", "b"),
+                                      ("gru", "b_hn"), ("gru", "b"), ("elman", "b")])
 def test_check_params_missing_key(name, key):
   cell = cell_for(name)
   params = dict(cell.init(jax.random.key(0), I))
@@ -665,6 +715,17 @@ def test_check_params_extra_key(name):
   params["w_peep"] = jnp.zeros((3, H))
   with pytest.raises(ValueError, match=re.escape("params['w_peep']")):
     cell.check_params(params)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "gru", "elman"])
+def test_check_params_bias_given_to_cell_without_bias(name):
+  with_bias = dict(cell_for(name).init(jax.random.key(0), I))
+  cell = make_cell(name, H, use_bias=False)
+  without = cell.init(jax.random.key(0), I)
+  assert "b" not in without and "b_hn" not in without
+  assert cell.check_params(without) == I
+  with pytest.raises(ValueError, match=re.escape("params['b']")):
+    cell.check_params({**without, "b": with_bias["b"]})
 
 
 def test_check_params_input_size_mismatch():

@@ -232,6 +232,8 @@ def test_bfloat16_inputs_with_float32_state(lstm):
   cell, params = lstm
   xs = _xs(16)
   ys32, f32 = L.rnn(cell, params, xs)
+  bf16_init = cell.init(jax.random.key(0), I, jnp.bfloat16)
+  assert all(a.dtype == jnp.bfloat16 for a in jax.tree_util.tree_leaves(bf16_init))
   for p in (params, jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)):
     ys, final = L.rnn(cell, p, xs.astype(jnp.bfloat16))
     assert final.c.dtype == jnp.float32 and final.h.dtype == jnp.float32
