@@ -9,10 +9,17 @@ Layers of the library (each imports only the ones before it)::
     linen     flax.linen cells over the same functions
     nnx       flax.nnx cells over the same functions
     interop   parameters from/to torch.nn.LSTM and flax.linen LSTM cells
+    models, training, config, runner, sweep, tasks   the experiment layer
+
+``lstm_jax.linen``, ``lstm_jax.nnx`` and the experiment modules are imported
+on first use, so ``import lstm_jax`` stays light.
 """
+
+import importlib
 
 from lstm_jax import gates
 from lstm_jax import init
+from lstm_jax import interop
 from lstm_jax.cells import (BASELINES, CELL_NAMES, VARIANTS, Cell, LSTMGates, LSTMState,
                             LSTMVariant, elman_step, gru_step, lstm_gates, lstm_step,
                             make_cell)
@@ -21,8 +28,16 @@ from lstm_jax.sequence import (bidirectional_rnn, init_stack, rnn, scan_layer,
 
 __version__ = "0.1.0"
 
+_LAZY = ("linen", "nnx", "models", "training", "config", "runner", "sweep", "tasks")
+
+
+def __getattr__(name: str):
+  if name in _LAZY:
+    return importlib.import_module(f"lstm_jax.{name}")
+  raise AttributeError(f"module 'lstm_jax' has no attribute {name!r}")
+
 __all__ = [
     "BASELINES", "CELL_NAMES", "VARIANTS", "Cell", "LSTMGates", "LSTMState", "LSTMVariant",
-    "bidirectional_rnn", "elman_step", "gates", "gru_step", "init", "init_stack",
+    "bidirectional_rnn", "elman_step", "gates", "gru_step", "init", "interop", "init_stack",
     "lstm_gates", "lstm_step", "make_cell", "rnn", "scan_layer", "stacked_rnn",
 ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_jax.models import SequenceModel, make_model
+from lstm_jax.models import SequenceModel
 
 Array = jax.Array
 
@@ -102,7 +101,7 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
     per_seq = task.per_sequence(jax.lax.stop_gradient(out), batch)
     return TrainState(state.step + 1, params, opt_state), metrics, per_seq
 

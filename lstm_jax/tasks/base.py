@@ -25,11 +25,11 @@ This module knows nothing of models: it imports only JAX and NumPy.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special  # noqa: F401  (ndtri)
 import numpy as np
 
 from lstm_jax.tasks.criteria import Criterion, summarize_common
@@ -110,9 +110,46 @@ def at_last_step(values: Array, lengths: Array) -> Array:
   return jax.vmap(lambda v, i: v[i])(values, index)
 
 
-def draw_lengths(key: Array, batch_size: int, shortest: int, longest: int) -> Array:
-  """``<int32>[B]`` uniform on the integers ``shortest..longest`` (both included)."""
-  return jax.random.randint(key, (batch_size,), shortest, longest + 1, dtype=jnp.int32)
+# Every generator makes a single call to jax.random (:func:`uniforms`) and
+# derives its integers, coin flips and Gaussians from those uniforms: XLA's
+# compile time on CPU grows with the number of random calls in a program.
+
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def uniforms(key: Array, batch_size: int, **widths: int) -> dict[str, Array]:
+  """One ``jax.random.uniform`` draw on ``(0, 1)`` split into named blocks.
+
+  Args:
+    key: a ``jax.random`` key.
+    batch_size: ``B``.
+    **widths: block name -> number of columns (0 allowed).
+
+  Returns:
+    Block name -> ``<float32>[B, width]``, independent uniforms on ``[tiny, 1)``.
+  """
+  names = list(widths)
+  sizes = [int(widths[n]) for n in names]
+  u = jax.random.uniform(key, (batch_size, sum(sizes)), jnp.float32, _TINY, 1.0)
+  parts = jnp.split(u, np.cumsum(sizes)[:-1].tolist(), axis=1)
+  return dict(zip(names, parts))
+
+
+def to_int(u: Array, low: int | Array, high: int | Array) -> Array:
+  """Uniforms -> ``<int32>`` uniform on ``low .. high - 1`` (``high`` may be an array)."""
+  span = jnp.asarray(high, jnp.int32) - jnp.asarray(low, jnp.int32)
+  offset = jnp.minimum(jnp.floor(u * span).astype(jnp.int32), span - 1)
+  return (low + offset).astype(jnp.int32)
+
+
+def to_normal(u: Array, std: float = 1.0) -> Array:
+  """Uniforms on ``(0, 1)`` -> Gaussians with mean 0 and standard deviation ``std``."""
+  return std * jax.scipy.special.ndtri(u)
+
+
+def draw_lengths(u: Array, shortest: int, longest: int) -> Array:
+  """Uniforms ``[B, 1]`` -> ``<int32>[B]`` uniform on ``shortest..longest`` (both included)."""
+  return to_int(u[:, 0], shortest, longest + 1)
 
 
 def masked_mean_per_sequence(values: Array, mask: Array) -> Array:
@@ -120,16 +157,36 @@ def masked_mean_per_sequence(values: Array, mask: Array) -> Array:
   return jnp.sum(values * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
 
 
-def masked_max_per_sequence(values: Array, mask: Array) -> Array:
-  """``[B, T]`` non-negative values -> ``[B]`` max over the masked steps (0 if none)."""
-  return jnp.max(jnp.where(mask > 0, values, 0.0), axis=1)
+# Each public Task method calls one jitted program with the (hashable) task as
+# a static argument: eager calls compile once per task and shape, calls inside
+# an outer jit are inlined.
 
 
 def _sample_impl(task: Task, key: Array, batch_size: int) -> Batch:
   return task._sample(key, batch_size)
 
 
+def _loss_impl(task: Task, outputs: Array, batch: Batch) -> Array:
+  losses = task.step_losses(outputs, batch)
+  return jnp.sum(losses * batch.mask) / jnp.maximum(jnp.sum(batch.mask), 1.0)
+
+
+def _per_sequence_impl(task: Task, outputs: Array, batch: Batch) -> PerSequence:
+  losses = task.step_losses(outputs, batch)
+  predictions = task.predict(outputs.astype(jnp.float32))
+  dense = task.dense_targets(batch)
+  sq = jnp.mean(jnp.square(predictions - dense), axis=-1)
+  result = {"loss": masked_mean_per_sequence(losses, batch.mask),
+            "mse": masked_mean_per_sequence(sq, batch.mask)}
+  result.update(task._judge(outputs, predictions, batch))
+  result["correct"] = result["correct"].astype(bool)
+  result["error"] = result["error"].astype(jnp.float32)
+  return result
+
+
 _sample_jit = jax.jit(_sample_impl, static_argnums=(0, 2))
+_loss_jit = jax.jit(_loss_impl, static_argnums=0)
+_per_sequence_jit = jax.jit(_per_sequence_impl, static_argnums=0)
 
 
 # ----------------------------------------------------------------------------
@@ -254,8 +311,7 @@ class Task:
   def loss(self, outputs: Array, batch: Batch) -> Array:
     """Scalar training loss: the mean of :meth:`step_losses` over all masked
     steps of the batch."""
-    losses = self.step_losses(outputs, batch)
-    return jnp.sum(losses * batch.mask) / jnp.maximum(jnp.sum(batch.mask), 1.0)
+    return _loss_jit(self, outputs, batch)
 
   def per_sequence(self, outputs: Array, batch: Batch) -> PerSequence:
     """Per-sequence metrics, each ``[B]`` (jit-able).
@@ -265,16 +321,7 @@ class Task:
     step loss over the sequence's masked steps) and ``"mse"`` (mean squared
     error of the predictions over masked steps and output units).
     """
-    losses = self.step_losses(outputs, batch)
-    predictions = self.predict(outputs.astype(jnp.float32))
-    dense = self.dense_targets(batch)
-    sq = jnp.mean(jnp.square(predictions - dense), axis=-1)
-    result = {"loss": masked_mean_per_sequence(losses, batch.mask),
-              "mse": masked_mean_per_sequence(sq, batch.mask)}
-    result.update(self._judge(outputs, predictions, batch))
-    result["correct"] = result["correct"].astype(bool)
-    result["error"] = result["error"].astype(jnp.float32)
-    return result
+    return _per_sequence_jit(self, outputs, batch)
 
   def summarize(self, per_seq: Mapping[str, Any]) -> dict[str, float]:
     """Host-side summary of per-sequence metrics (NumPy arrays, any number of
@@ -306,11 +353,6 @@ class Task:
                        f"expected [B, T, O] = {want}")
 
 
-def xent_baseline(n_classes: int) -> float:
-  """Cross-entropy of a uniform guess among ``n_classes``: ``ln n``."""
-  return math.log(n_classes)
-
-
 def softmax_step_error(predictions: Array, batch: Batch, n_classes: int) -> Array:
   """``[B, T]``: max over output units of |softmax - one-hot target|."""
   onehot = jax.nn.one_hot(batch.targets, n_classes, dtype=jnp.float32)
@@ -318,6 +360,5 @@ def softmax_step_error(predictions: Array, batch: Batch, n_classes: int) -> Arra
 
 
 __all__ = ["Batch", "LOSS_TYPES", "Task", "at_last_step", "check_choice", "check_int",
-           "draw_lengths", "last_step_mask", "masked_max_per_sequence",
-           "masked_mean_per_sequence", "softmax_step_error", "time_index", "valid_steps",
-           "xent_baseline"]
+           "draw_lengths", "last_step_mask", "masked_mean_per_sequence", "softmax_step_error",
+           "time_index", "to_int", "to_normal", "uniforms", "valid_steps"]

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step, check_int,
-                                 last_step_mask, softmax_step_error, time_index,
-                                 valid_steps)
+                                 last_step_mask, softmax_step_error, time_index, to_int,
+                                 uniforms, valid_steps)
 from lstm_jax.tasks.criteria import Criterion
 
 Array = jax.Array
@@ -41,6 +41,8 @@ class NoiseFreeLongLag(Task):
   Per-sequence: ``error`` -- max absolute output error over all steps and
   outputs; ``correct`` -- ``error < 0.25``.
   Criterion: 10,000 successive training sequences correct. [LSTM: 5,040.]
+  ``baseline``: the loss of a predictor that cannot recall the first symbol
+  (ln 2 at the last step, averaged over the ``p`` steps).
   """
   name: ClassVar[str] = "hs2a"
   loss_type: ClassVar[str] = "softmax_xent"
@@ -68,10 +70,10 @@ class NoiseFreeLongLag(Task):
 
   def _sample(self, key: Array, batch_size: int) -> Batch:
     p = self.p
-    k_class, k_mid = jax.random.split(key)
-    first = (p - 1 + jax.random.randint(k_class, (batch_size, 1), 0, 2)).astype(jnp.int32)
+    u = uniforms(key, batch_size, cls=1, middle=(p - 1) if self.noisy else 0)
+    first = to_int(u["cls"], p - 1, p + 1)                            # x or y
     if self.noisy:
-      middle = jax.random.randint(k_mid, (batch_size, p - 1), 0, p - 1, dtype=jnp.int32)
+      middle = to_int(u["middle"], 0, p - 1)
     else:
       middle = jnp.broadcast_to(jnp.arange(p - 1, dtype=jnp.int32), (batch_size, p - 1))
     symbols = jnp.concatenate([first, middle, first], axis=1)        # [B, p + 1]
@@ -91,8 +93,9 @@ class NoiseFreeLongLag(Task):
                      window=10_000, max_wrong=0)
 
   def _baseline(self) -> float:
-    # A memoryless predictor is exact except where the next symbol is random:
-    # the final class (ln 2) and, for 2b, the p - 1 random middle symbols.
+    """Loss of a predictor that knows everything but the first symbol: exact
+    except for the final class (ln 2) and, for 2b, the irreducible loss of the
+    ``p - 1`` random middle symbols (ln(p - 1) each); mean over the ``p`` steps."""
     p = self.p
     random_middle = (p - 1) * math.log(p - 1) if self.noisy else 0.0
     return (random_middle + math.log(2)) / p
@@ -183,14 +186,13 @@ class DistractorLongLag(Task):
 
   def _sample(self, key: Array, batch_size: int) -> Batch:
     p, steps = self.p, self.max_length
-    k_class, k_tail, k_dis = jax.random.split(key, 3)
-    cls = jax.random.randint(k_class, (batch_size,), 0, 2, dtype=jnp.int32)
-    trigger = jax.random.bernoulli(k_tail, _TRIGGER_PROB, (batch_size, self.tail_cap + 1))
-    trigger = trigger.at[:, -1].set(True)
+    u = uniforms(key, batch_size, cls=1, tail=self.tail_cap + 1, distractors=steps)
+    cls = to_int(u["cls"][:, 0], 0, 2)
+    trigger = (u["tail"] < _TRIGGER_PROB).at[:, -1].set(True)
     extra = jnp.argmax(trigger, axis=1).astype(jnp.int32)            # K, first trigger
     lengths = self.lag + 3 + extra
     t = time_index(batch_size, steps)
-    symbols = jax.random.randint(k_dis, (batch_size, steps), 0, p, dtype=jnp.int32)
+    symbols = to_int(u["distractors"], 0, p)
     symbols = jnp.where(t == 0, p + 1, symbols)
     symbols = jnp.where(t == 1, p + 2 + cls[:, None], symbols)
     symbols = jnp.where(t == lengths[:, None] - 1, p, symbols)

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.tasks.base import Batch, PerSequence, Task, check_int, valid_steps
+from lstm_jax.tasks.base import Batch, PerSequence, Task, check_int, uniforms, valid_steps
 from lstm_jax.tasks.criteria import Criterion
 
 Array = jax.Array
@@ -155,7 +155,7 @@ class EmbeddedReber(Task):
 
   def _sample(self, key: Array, batch_size: int) -> Batch:
     m = self.max_symbols
-    bits = jax.random.bernoulli(key, 0.5, (m, batch_size)).astype(jnp.int32)
+    bits = (uniforms(key, batch_size, bits=m)["bits"] < 0.5).astype(jnp.int32).T   # [M, B]
     options, need, legal = jnp.asarray(_OPTIONS), jnp.asarray(_NEED), jnp.asarray(_LEGAL)
 
     def step(carry, xs):

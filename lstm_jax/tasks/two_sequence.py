@@ -18,10 +18,11 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step, check_choice,
                                  check_int, draw_lengths, last_step_mask, time_index,
-                                 valid_steps)
+                                 to_normal, uniforms, valid_steps)
 from lstm_jax.tasks.criteria import Criterion
 
 Array = jax.Array
@@ -49,7 +50,6 @@ class TwoSequence(Task):
   variant: ClassVar[str] = "a"
   # (correct threshold, ST1 max wrong of 256, ST2 mean-error bound)
   rule: ClassVar[tuple[float, int, float]] = (0.2, 0, 0.01)
-  published: ClassVar[str] = "T=100, N=3: 39,850; T=1000, N=3: 452,460"
 
   lag: int = 100
   n: int = 3
@@ -74,22 +74,23 @@ class TwoSequence(Task):
 
   def _sample(self, key: Array, batch_size: int) -> Batch:
     steps = self.max_length
-    k_len, k_class, k_noise, k_info, k_target = jax.random.split(key, 5)
-    lengths = draw_lengths(k_len, batch_size, self.lag, steps)
-    class1 = jax.random.bernoulli(k_class, 0.5, (batch_size, 1))
+    u = uniforms(key, batch_size, length=1, cls=1, noise=steps,
+                 info=self.n if self.variant == "b" else 0,
+                 target=1 if self.variant == "c" else 0)
+    lengths = draw_lengths(u["length"], self.lag, steps)
+    class1 = u["cls"] < 0.5
     sign = jnp.where(class1, 1.0, -1.0)
-    scale = jnp.sqrt(_NOISE_VAR)
-    noise = scale * jax.random.normal(k_noise, (batch_size, steps))
+    scale = float(np.sqrt(_NOISE_VAR))
+    noise = to_normal(u["noise"], scale)
     info = sign
     if self.variant == "b":
-      info = info + scale * jax.random.normal(k_info, (batch_size, steps))
+      info = info + jnp.pad(to_normal(u["info"], scale), ((0, 0), (0, steps - self.n)))
     t = time_index(batch_size, steps)
     x = jnp.where(t < self.n, info, noise)
     x = jnp.where(valid_steps(lengths, steps), x, 0.0)
     if self.variant == "c":
       target = jnp.where(class1, 0.2, 0.8)
-      target = target + jnp.sqrt(_TARGET_NOISE_VAR) * jax.random.normal(k_target,
-                                                                         (batch_size, 1))
+      target = target + to_normal(u["target"], float(np.sqrt(_TARGET_NOISE_VAR)))
     else:
       target = jnp.where(class1, 1.0, 0.0)
     mask = last_step_mask(lengths, steps)

@@ -1,0 +1,39 @@
+"""Run a lag sweep: ``python -m experiments.sweep --config=configs/sweeps/quickstart.py --workdir=DIR``.
+
+Writes DIR/results.csv, DIR/results.md and DIR/memory_vs_lag.png and prints
+each model's memory horizon. Rerunning with the same DIR skips finished grid
+points. This file only parses flags; the work is :func:`lstm_jax.sweep.run_sweep`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from lstm_jax.config import ConfigError
+from lstm_jax.sweep import memory_horizons, results_markdown, run_sweep
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  try:
+    rows = run_sweep(_CONFIG.value, _WORKDIR.value)
+  except ConfigError as err:
+    sys.exit(f"error: {err}")
+  print(results_markdown(rows, _CONFIG.value))
+  for model, lag in memory_horizons(rows).items():
+    print(f"memory horizon {model}: {lag}")
+  print(f"wrote {os.path.join(_WORKDIR.value, 'results.md')} and memory_vs_lag.png")
+
+
+if __name__ == "__main__":
+  app.run(main)

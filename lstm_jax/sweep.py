@@ -1,0 +1,170 @@
+"""Lag sweeps: a grid of lags x models, each point trained for several seeds at
+once (one vmapped program), summarised as a table, a plot and each model's
+memory horizon.
+
+A sweep config (``configs/sweeps/<name>.py``) has::
+
+    base        an experiment config (lstm_jax.config.default_config)
+    lags        list of lags
+    models      list of {label, and overrides of base.model fields, e.g. cell}
+    num_seeds   seeds per grid point
+    metric      summary metric to plot against lag (e.g. "accuracy")
+
+``run_sweep(config, workdir)`` writes ``workdir/<label>_lag<lag>/`` per point
+(a normal run directory, resumable), then ``results.csv``, ``results.md`` and
+``memory_vs_lag.png``. Points whose ``summary.json`` exists are skipped, so an
+interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from lstm_jax import config as config_lib
+from lstm_jax.runner import train_and_evaluate
+
+COLUMNS = ("model", "lag", "seeds", "solved_fraction", "median_sequences_to_criterion",
+           "metric", "median", "min", "max", "wall_time_s")
+
+
+def point_config(sweep: ml_collections.ConfigDict, model: Any, lag: int
+                 ) -> ml_collections.ConfigDict:
+  """The run config of one grid point (``base`` with the model's overrides)."""
+  c = ml_collections.ConfigDict(sweep.base.to_dict())
+  c.lag = lag
+  c.num_seeds = sweep.num_seeds
+  for key, value in model.items():
+    if key == "label":
+      continue
+    if key not in c.model:
+      raise config_lib.ConfigError(
+          f"sweep models[{model.get('label')!r}].{key} is not a model field; allowed: "
+          f"label, {', '.join(sorted(c.model.keys()))}")
+    c.model[key] = value
+  return c
+
+
+def _point_dir(workdir: str, label: str, lag: int) -> str:
+  safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+  return os.path.join(workdir, f"{safe}_lag{lag}")
+
+
+def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
+              ) -> list[dict[str, Any]]:
+  """Run (or resume) every grid point and write the tables and the plot.
+
+  Every point's config is validated before the first one trains.
+
+  Returns:
+    One row per (model, lag) with the :data:`COLUMNS`.
+  """
+  labels = [m["label"] for m in sweep.models]
+  if len(set(labels)) != len(labels):
+    raise config_lib.ConfigError(f"sweep models: labels must be unique, got {labels}")
+  if not sweep.lags or any(not isinstance(l, int) or l < 1 for l in sweep.lags):
+    raise config_lib.ConfigError(f"sweep lags={list(sweep.lags)!r}: expected a non-empty "
+                                 "list of integers >= 1")
+  points = [(m, lag, point_config(sweep, m, lag)) for m in sweep.models for lag in sweep.lags]
+  for m, lag, c in points:
+    try:
+      config_lib.validate(c)
+    except config_lib.ConfigError as err:
+      raise config_lib.ConfigError(f"sweep point {m['label']} lag={lag}: {err}") from None
+  os.makedirs(workdir, exist_ok=True)
+  rows = []
+  for m, lag, c in points:
+    path = _point_dir(workdir, m["label"], lag)
+    done = os.path.join(path, "summary.json")
+    if os.path.exists(done):
+      with open(done) as f:
+        summary = json.load(f)
+    else:
+      summary = train_and_evaluate(c, path, progress=progress)
+    values = [p["metrics"].get(sweep.metric, float("nan")) for p in summary["per_seed"]]
+    to_crit = [p["sequences_to_criterion"] for p in summary["per_seed"] if p["solved"]]
+    rows.append({
+        "model": m["label"], "lag": lag, "seeds": len(values),
+        "solved_fraction": summary["solved_fraction"],
+        "median_sequences_to_criterion": float(np.median(to_crit)) if to_crit else None,
+        "metric": sweep.metric, "median": float(np.median(values)),
+        "min": float(np.min(values)), "max": float(np.max(values)),
+        "wall_time_s": summary["wall_time_s"]})
+  write_results(rows, workdir, sweep)
+  return rows
+
+
+def memory_horizons(rows: list[dict[str, Any]], threshold: float = 0.5) -> dict[str, int | None]:
+  """Per model, the largest lag whose solved fraction is at least ``threshold``."""
+  out: dict[str, int | None] = {}
+  for row in rows:
+    out.setdefault(row["model"], None)
+    if row["solved_fraction"] >= threshold:
+      current = out[row["model"]]
+      out[row["model"]] = row["lag"] if current is None else max(current, row["lag"])
+  return out
+
+
+def results_markdown(rows: list[dict[str, Any]], sweep: ml_collections.ConfigDict) -> str:
+  """The results table (one row per model and lag) and the memory horizons."""
+  metric = sweep.metric
+  lines = [f"| model | lag | solved (of {sweep.num_seeds} seeds) | median sequences to "
+           f"criterion | final {metric}: median [min, max] |", "|---|---:|---:|---:|---|"]
+  for r in rows:
+    med = r["median_sequences_to_criterion"]
+    lines.append(f"| {r['model']} | {r['lag']} | {r['solved_fraction']:.2f} | "
+                 f"{'-' if med is None else f'{med:,.0f}'} | "
+                 f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}] |")
+  lines.append("")
+  budget = sweep.base.budget_sequences
+  for model, lag in memory_horizons(rows).items():
+    lines.append(f"- memory horizon of **{model}** (largest lag solved by at least half the "
+                 f"seeds within {budget:,} sequences): {lag if lag is not None else 'none'}")
+  return "\n".join(lines) + "\n"
+
+
+def write_results(rows: list[dict[str, Any]], workdir: str,
+                  sweep: ml_collections.ConfigDict) -> None:
+  """Write ``results.csv``, ``results.md`` and ``memory_vs_lag.png``."""
+  tmp = os.path.join(workdir, "results.csv.tmp")
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(tmp, os.path.join(workdir, "results.csv"))
+  tmp = os.path.join(workdir, "results.md.tmp")
+  with open(tmp, "w") as f:
+    f.write(results_markdown(rows, sweep))
+  os.replace(tmp, os.path.join(workdir, "results.md"))
+  plot(rows, os.path.join(workdir, "memory_vs_lag.png"), sweep)
+
+
+def plot(rows: list[dict[str, Any]], path: str, sweep: ml_collections.ConfigDict) -> None:
+  """Metric against lag (log x), one line per model: median and min-max band."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  for model in dict.fromkeys(r["model"] for r in rows):
+    rs = sorted((r for r in rows if r["model"] == model), key=lambda r: r["lag"])
+    lags = [r["lag"] for r in rs]
+    (line,) = ax.plot(lags, [r["median"] for r in rs], marker="o", label=model)
+    ax.fill_between(lags, [r["min"] for r in rs], [r["max"] for r in rs],
+                    color=line.get_color(), alpha=0.15, linewidth=0)
+  ax.set_xscale("log")
+  ax.set_xlabel("lag (time steps)")
+  ax.set_ylabel(f"held-out {sweep.metric} (median, min-max over seeds)")
+  ax.set_title(f"{sweep.base.task}: memory vs lag, "
+               f"{sweep.base.budget_sequences:,} training sequences")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path + ".tmp.png", dpi=120)
+  plt.close(fig)
+  os.replace(path + ".tmp.png", path)

@@ -1,0 +1,131 @@
+"""Experiment layer: configs, a tiny end-to-end run, resume, sweeps, the CLIs."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from lstm_jax import config as config_lib
+from lstm_jax.runner import train_and_evaluate
+from lstm_jax.sweep import memory_horizons, run_sweep
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _quick(**overrides):
+  c = importlib.import_module("configs.delayed_recall").get_config("quick")
+  for key, value in overrides.items():
+    target = c
+    *path, last = key.split(".")
+    for part in path:
+      target = target[part]
+    target[last] = value
+  return c
+
+
+def _train_lines(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f if '"train"' in l]
+
+
+def test_every_config_file_builds_its_task_and_model():
+  files = sorted((ROOT / "configs").glob("*.py"))
+  names = [f.stem for f in files if f.stem != "__init__"]
+  assert "delayed_recall" in names
+  for name in names:
+    module = importlib.import_module(f"configs.{name}")
+    assert "Command:" in module.__doc__ and "Expected" in module.__doc__, name
+    for arg in (None, "quick"):
+      task, model = config_lib.validate(module.get_config(arg))
+      assert task.name == module.get_config(arg).task and model.output_size == task.output_size
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("model.cell", "lsmt", r"config.model.cell='lsmt' .*vanilla"),
+    ("lag", 0, r"config.lag=0 .*integer >= 1"),
+    ("batch_size", -3, r"config.batch_size=-3"),
+    ("optimizer.name", "adamm", r"optimizer.name='adamm' .*adam"),
+    ("task", "copyy", r"config.task='copyy' .*copy"),
+    ("model.proj_size", 8, r"model.proj_size=8 .*smaller than model.hidden_size=8"),
+    ("optimizer.learning_rate", -1.0, r"learning_rate=-1.0"),
+])
+def test_bad_config_values_name_the_field(field, value, pattern):
+  with pytest.raises(config_lib.ConfigError, match=pattern):
+    config_lib.validate(_quick(**{field: value}))
+
+
+def test_end_to_end_run_writes_every_output(tmp_path):
+  summary = train_and_evaluate(_quick(), str(tmp_path), progress=False)
+  for name in ("config.json", "metrics.jsonl", "summary.json"):
+    assert (tmp_path / name).is_file()
+  assert list((tmp_path / "tensorboard").iterdir())
+  assert list((tmp_path / "checkpoints").iterdir())
+  on_disk = json.loads((tmp_path / "summary.json").read_text())
+  for key in ("task", "model", "lag", "solved", "sequences_seen", "sequences_to_criterion",
+              "metrics", "wall_time_s"):
+    assert key in on_disk
+  assert on_disk["sequences_seen"] == summary["sequences_seen"] == 800
+  assert 0.0 <= on_disk["metrics"]["accuracy"] <= 1.0
+  lines = _train_lines(str(tmp_path))
+  assert [l["step"] for l in lines] == list(range(10, 101, 10))
+  assert all(l["loss"] > 0 and l["grad_norm"] >= 0 and l["steps_per_s"] > 0 for l in lines)
+
+
+def test_resume_continues_exactly(tmp_path):
+  straight = train_and_evaluate(_quick(budget_sequences=800), str(tmp_path / "a"),
+                                progress=False)
+  train_and_evaluate(_quick(budget_sequences=400), str(tmp_path / "b"), progress=False)
+  resumed = train_and_evaluate(_quick(budget_sequences=800), str(tmp_path / "b"),
+                               progress=False)
+  a, b = _train_lines(str(tmp_path / "a")), _train_lines(str(tmp_path / "b"))
+  assert [l["step"] for l in b] == [l["step"] for l in a]
+  assert [l["loss"] for l in b] == [l["loss"] for l in a]
+  assert resumed["metrics"] == straight["metrics"]
+  assert resumed["sequences_seen"] == straight["sequences_seen"] == 800
+
+
+def test_sweep_writes_tables_plot_and_resumes(tmp_path):
+  sweep = importlib.import_module("configs.sweeps.quickstart").get_config("quick")
+  rows = run_sweep(sweep, str(tmp_path), progress=False)
+  assert len(rows) == len(sweep.lags) * len(sweep.models)
+  with open(tmp_path / "results.csv") as f:
+    table = list(csv.DictReader(f))
+  assert [(r["model"], int(r["lag"])) for r in table] == [(r["model"], r["lag"]) for r in rows]
+  assert all(0 <= float(r["solved_fraction"]) <= 1 for r in table)
+  md = (tmp_path / "results.md").read_text()
+  assert "| LSTM chrono | 2 |" in md and "memory horizon" in md
+  png = (tmp_path / "memory_vs_lag.png").read_bytes()
+  assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+  mtime = (tmp_path / "LSTM_chrono_lag2" / "summary.json").stat().st_mtime
+  assert run_sweep(sweep, str(tmp_path), progress=False) == rows
+  assert (tmp_path / "LSTM_chrono_lag2" / "summary.json").stat().st_mtime == mtime
+
+
+def test_memory_horizon_is_the_largest_solved_lag():
+  rows = [{"model": "a", "lag": 5, "solved_fraction": 1.0},
+          {"model": "a", "lag": 50, "solved_fraction": 0.67},
+          {"model": "a", "lag": 500, "solved_fraction": 0.0},
+          {"model": "b", "lag": 5, "solved_fraction": 0.0}]
+  assert memory_horizons(rows) == {"a": 50, "b": None}
+
+
+def test_cli_overrides_and_bad_value(tmp_path):
+  cmd = [sys.executable, "-m", "experiments.run",
+         "--config=configs/delayed_recall.py:quick", f"--workdir={tmp_path}"]
+  ok = subprocess.run(cmd + ["--config.lag=2", "--config.budget_sequences=80"], cwd=ROOT,
+                      capture_output=True, text=True, timeout=300)
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["lag"] == 2 and saved["budget_sequences"] == 80
+  bad = subprocess.run(cmd + ["--config.model.cell=lsmt"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode != 0
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: config.model.cell='lsmt'")
+  assert "Traceback" not in bad.stderr
