@@ -3,6 +3,10 @@
 Any config field can be overridden, e.g. ``--config.lag=1000``; rerunning with
 the same ``--workdir`` resumes. This file only parses flags; the loop is
 :func:`lstm_jax.runner.train_and_evaluate`.
+
+Exit status: 0 finished (solved or budget spent); 2 bad config or unusable
+workdir (one line on stderr); 3 stopped on a non-finite value (summary.json
+says where); 128 + signal number after SIGTERM/SIGINT (a checkpoint was saved).
 """
 
 from __future__ import annotations
@@ -13,11 +17,16 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lstm_jax.config import ConfigError
-from lstm_jax.runner import train_and_evaluate
+from lstm_jax.runner import ON_CONFIG_CHANGE, Interrupted, NonFiniteError, train_and_evaluate
+from lstm_jax.workdir import WorkdirError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
+_ON_CHANGE = flags.DEFINE_enum(
+    "on_config_change", "refuse", ON_CONFIG_CHANGE,
+    "When --workdir holds a run with a different config: refuse, overwrite (continue "
+    "from its checkpoints with the new config) or fresh (discard it and start over).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -25,9 +34,17 @@ def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
   try:
-    summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except ConfigError as err:
-    sys.exit(f"error: {err}")
+    summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                 on_config_change=_ON_CHANGE.value)
+  except (ConfigError, WorkdirError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+  except NonFiniteError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(3)
+  except Interrupted as err:
+    print(f"interrupted: {err}", file=sys.stderr)
+    sys.exit(128 + err.signum)
   print(f"{summary['task']} lag={summary['lag']} model={summary['model']}: "
         f"solved={summary['solved']} sequences_seen={summary['sequences_seen']} "
         f"sequences_to_criterion={summary['sequences_to_criterion']} "

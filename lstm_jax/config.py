@@ -18,6 +18,9 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     seed, num_seeds   seeds seed..seed+num_seeds-1, trained as one vmapped program
     log_every, eval_every, checkpoint_every   intervals in updates
     remat             recompute each step in the backward pass (less memory)
+    nonfinite         "stop": a NaN/Inf loss, gradient or parameter ends the run
+                      (last good checkpoint kept, non-zero exit); "skip": drop
+                      that update and count it (metrics "skipped_updates")
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from lstm_jax.cells import CELL_NAMES
 from lstm_jax.models import SequenceModel, make_model
 from lstm_jax.tasks import TASK_NAMES, Task, make_task
 from lstm_jax.training import OPTIMIZERS, SCHEDULES
+
+
+NONFINITE = ("stop", "skip")
 
 
 class ConfigError(ValueError):
@@ -60,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval_every = 200
   c.checkpoint_every = 1000
   c.remat = False
+  c.nonfinite = "stop"
   return c
 
 
@@ -99,6 +106,9 @@ def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
   _choice(m.bias_init, "model.bias_init", initializers.BIAS_INITS)
   _choice(o.name, "optimizer.name", OPTIMIZERS)
   _choice(o.schedule, "optimizer.schedule", SCHEDULES)
+  _choice(config.nonfinite, "nonfinite", NONFINITE)
+  if not isinstance(config.remat, bool):
+    _fail("remat", config.remat, "True or False")
   for field, value in (("optimizer.learning_rate", o.learning_rate),
                        ("model.init_scale", m.init_scale)):
     if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):

@@ -8,9 +8,11 @@ holds or the budget ends; log, checkpoint, resume and summarise.
                      loss, grad_norm, task metrics, steps_per_s; and eval lines
     tensorboard/     TensorBoard event files (tensorboardX)
     checkpoints/     orbax checkpoints: train state + loop state (criterion
-                     streams, solved steps, wall time)
-    summary.json     task, model, lag, solved, sequences_seen,
+                     streams, solved steps, skipped updates, wall time), with
+                     integrity manifests in checkpoint_hashes/
+    summary.json     status, task, model, lag, solved, sequences_seen,
                      sequences_to_criterion, metrics, wall_time_s (+ per seed)
+    .lock            pid and host of the process using the directory
 
 Rerunning with the same ``workdir`` resumes from the latest checkpoint; the
 per-step data keys (``fold_in(key, step)``) make the resumed run see the same
@@ -19,18 +21,22 @@ batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
+from absl import logging
 
 from lstm_jax import config as config_lib
 from lstm_jax import training
+from lstm_jax import workdir as wd
 from lstm_jax.tasks import state_from_json, state_to_json
 
 
@@ -38,18 +44,6 @@ def _model_name(config: ml_collections.ConfigDict) -> str:
   m = config.model
   name = m.cell if m.bias_init == "forget" else f"{m.cell}-{m.bias_init}"
   return name if m.num_layers == 1 else f"{name}x{m.num_layers}"
-
-
-def _truncate_metrics(path: str, step: int) -> None:
-  """Drop metric lines written after ``step`` (work lost with the process)."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= step]
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(lines)
-  os.replace(tmp, path)
 
 
 class _Writers:
@@ -76,23 +70,94 @@ class _Writers:
     self.tb.close()
 
 
+class NonFiniteError(RuntimeError):
+  """Training produced a NaN/Inf loss, gradient or parameter (``nonfinite="stop"``)."""
+
+
+class Interrupted(RuntimeError):
+  """SIGTERM or SIGINT arrived; a checkpoint was saved first."""
+
+  def __init__(self, signum: int, step: int):
+    super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; "
+                     "a checkpoint was saved, rerun the same command to resume")
+    self.signum = signum
+
+
+@contextlib.contextmanager
+def _catch_signals() -> Iterator[list[int]]:
+  """Record SIGTERM/SIGINT instead of dying; the loop saves and stops."""
+  caught: list[int] = []
+  handler = lambda signum, frame: caught.append(signum)
+  old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield caught
+  finally:
+    for s, h in old.items():
+      signal.signal(s, h)
+
+
+ON_CONFIG_CHANGE = ("refuse", "overwrite", "fresh")
+
+
+def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
+                     on_config_change: str) -> None:
+  """Compare the saved config with ``config`` (before anything is written)."""
+  if on_config_change not in ON_CONFIG_CHANGE:
+    raise ValueError(f"on_config_change={on_config_change!r}; allowed: "
+                     f"{', '.join(ON_CONFIG_CHANGE)}")
+  saved_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(saved_path):
+    return
+  with open(saved_path) as f:
+    saved = json.load(f)
+  diff = wd.config_differences(saved, config.to_dict())
+  if not diff:
+    return
+  if on_config_change == "refuse":
+    raise wd.WorkdirError(
+        f"workdir {workdir} holds a run with a different config:\n  " + "\n  ".join(diff)
+        + "\nuse a new workdir, or --on_config_change=overwrite (continue from its "
+        "checkpoints with the new config) or --on_config_change=fresh (discard it)")
+  if on_config_change == "fresh":
+    for name in os.listdir(workdir):
+      if name == wd.LOCK_NAME:
+        continue
+      path = os.path.join(workdir, name)
+      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       progress: bool = True) -> dict[str, Any]:
+                       progress: bool = True, on_config_change: str = "refuse"
+                       ) -> dict[str, Any]:
   """Train ``config.num_seeds`` models on ``config.task``; return the summary.
 
   Args:
     config: an experiment config (:func:`lstm_jax.config.default_config`).
     workdir: output directory; an existing one with checkpoints is resumed.
     progress: show a progress bar with rate and ETA on stderr.
+    on_config_change: what to do when ``workdir`` holds a run with another
+      config: ``"refuse"`` (default), ``"overwrite"`` (continue from its
+      checkpoints with the new config), ``"fresh"`` (discard it).
 
   Returns:
     The contents of ``summary.json``.
 
   Raises:
     lstm_jax.config.ConfigError: a bad config value (before anything compiles).
+    lstm_jax.workdir.WorkdirError: the workdir is locked or holds another config.
+    NonFiniteError: NaN/Inf with ``nonfinite="stop"`` (summary.json says where).
+    Interrupted: SIGTERM/SIGINT (after saving a checkpoint).
   """
   task, model = config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  with wd.locked(workdir) as notes:
+    for note in notes:
+      logging.warning("%s: %s", workdir, note)
+    _prepare_workdir(config, workdir, on_config_change)
+    with _catch_signals() as caught:
+      return _train(config, workdir, task, model, progress, caught)
+
+
+def _train(config, workdir, task, model, progress, caught) -> dict[str, Any]:
   training.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
   start = time.time()
   optimizer = training.make_optimizer(**config_lib.optimizer_kwargs(config))
@@ -104,25 +169,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   state = training.init_state(model, optimizer, init_keys, task.input_size)
   loop = {"crit": [state_to_json(criterion.new_state()) for _ in range(num_seeds)],
-          "solved_step": [-1] * num_seeds, "wall_time_s": 0.0, "last_eval": {}}
-  manager = ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
+          "solved_step": [-1] * num_seeds, "wall_time_s": 0.0,
+          "skipped": [0] * num_seeds}
+  store = wd.CheckpointStore(workdir)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
   step = 0
-  if manager.latest_step() is not None:
-    step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(state), loop=ocp.args.JsonRestore()))
-    state, loop = restored.state, restored.loop
-    _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), step)
+  restored = store.restore_latest(state)
+  for note in store.notes:
+    logging.warning("%s", note)
+  if restored is not None:
+    step, state, loop = restored
+  # Lines written after the checkpoint belong to work that is redone now.
+  wd.truncate_jsonl(metrics_path, lambda r: r.get("step", 0) <= step)
   crit_states = [state_from_json(s) for s in loop["crit"]]
   solved_step = list(loop["solved_step"])
+  skipped = list(loop.get("skipped", [0] * num_seeds))
 
   chunk = training.make_train_chunk(model, task, optimizer, batch_size, config.log_every,
-                                    remat=config.remat)
+                                    remat=config.remat,
+                                    skip_nonfinite=config.nonfinite == "skip")
   evaluate = training.make_eval(model, task, eval_size)
   writers = _Writers(workdir, num_seeds)
-
   cached: dict[int, list[dict[str, float]]] = {}
 
   def run_eval(at_step: int) -> list[dict[str, float]]:
@@ -141,17 +208,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     cached[at_step] = out
     return out
 
-  def save(at_step: int) -> None:
-    if manager.latest_step() == at_step:
-      return
-    loop.update(crit=[state_to_json(c) for c in crit_states], solved_step=solved_step,
-                wall_time_s=loop_time())
-    manager.save(at_step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(training.to_jsonable(loop))),
-                 force=True)
-
   base_time = float(loop["wall_time_s"])
   loop_time = lambda: base_time + time.time() - start
+
+  def save(at_step: int) -> None:
+    loop.update(crit=[state_to_json(c) for c in crit_states], solved_step=solved_step,
+                wall_time_s=loop_time(), skipped=skipped)
+    store.save(at_step, state, training.to_jsonable(loop))
+
+  def write_summary(final: list[dict[str, float]] | None, status: str,
+                    reason: str | None = None) -> dict[str, Any]:
+    summary = _summary(config, task, criterion, step, solved_step, final, loop_time(),
+                       status, reason, skipped)
+    training.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+    return summary
+
   bar = None
   if progress:
     from tqdm import tqdm
@@ -160,11 +231,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   try:
     while step < n_steps and min(solved_step) < 0:
       t0 = time.time()
-      state, metrics, per_seq = chunk(state, data_keys)
+      new_state, metrics, per_seq = chunk(state, data_keys)
       metrics, per_seq = jax.device_get((metrics, per_seq))
+      finite = np.asarray(metrics["finite"], bool)  # [chunk, S]
+      if config.nonfinite == "stop" and not finite.all():
+        bad_t, bad_s = np.argwhere(~finite)[0]
+        bad_step = step + int(bad_t) + 1
+        last = max(store.manager.all_steps(), default=None)
+        reason = (f"non-finite loss, gradient or parameters at step {bad_step} "
+                  f"(seed {config.seed + int(bad_s)}, loss "
+                  f"{float(metrics['loss'][bad_t, bad_s])!r}); stopped, "
+                  + ("no checkpoint was saved before it" if last is None else
+                     f"the last good checkpoint is step {last}"))
+        write_summary(None, "nonfinite", reason)
+        raise NonFiniteError(reason)
+      state = new_state
       step += config.log_every
       rate = config.log_every / max(time.time() - t0, 1e-9)
       for s in range(num_seeds):
+        skipped[s] += int((~finite[:, s]).sum())
         seq_s = {k: v[:, s].reshape(-1) for k, v in per_seq.items()}
         crit_states[s] = criterion.update(crit_states[s], seq_s)
         summary = task.summarize(seq_s)
@@ -173,12 +258,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        "loss": float(np.mean(metrics["loss"][:, s])),
                        "grad_norm": float(np.mean(metrics["grad_norm"][:, s])),
                        "accuracy": summary["accuracy"], "mean_error": summary["mean_error"],
-                       "steps_per_s": rate}, "train")
+                       "skipped_updates": skipped[s], "steps_per_s": rate}, "train")
       need_eval = step % config.eval_every < config.log_every or step >= n_steps
       if criterion.eval_rules:
         if need_eval and any(criterion.train_ok(c) for c in crit_states):
-          evals = run_eval(step)
-          for s, e in enumerate(evals):
+          for s, e in enumerate(run_eval(step)):
             if solved_step[s] < 0 and e["criterion_met"]:
               solved_step[s] = step
       else:
@@ -189,6 +273,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         bar.update(config.log_every * batch_size)
         bar.set_postfix(loss=f"{np.mean(metrics['loss'][-1]):.4g}",
                         solved=f"{sum(x >= 0 for x in solved_step)}/{num_seeds}")
+      if caught:
+        save(step)
+        raise Interrupted(caught[0], step)
       if step % config.checkpoint_every < config.log_every:
         save(step)
     final = run_eval(step)
@@ -197,17 +284,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if bar is not None:
       bar.close()
     writers.close()
-    manager.close()
+    store.close()
+  return write_summary(final, "finished")
 
+
+def _summary(config, task, criterion, step, solved_step, final, wall, status, reason,
+             skipped) -> dict[str, Any]:
+  num_seeds, batch_size = config.num_seeds, config.batch_size
   per_seed = []
   for s in range(num_seeds):
     per_seed.append({
         "seed": config.seed + s, "solved": solved_step[s] >= 0,
         "sequences_to_criterion": solved_step[s] * batch_size if solved_step[s] >= 0 else None,
-        "metrics": final[s]})
+        "skipped_updates": skipped[s],
+        "metrics": final[s] if final else {}})
   solved = [p["solved"] for p in per_seed]
   to_crit = [p["sequences_to_criterion"] for p in per_seed if p["solved"]]
-  summary = {
+  if not final:
+    metrics = {}
+  elif num_seeds == 1:
+    metrics = final[0]
+  else:
+    metrics = {k: float(np.median([f[k] for f in final])) for k in final[0]}
+  return {
+      "status": status, "reason": reason, "step": step,
       "task": task.name, "task_params": task.params, "model": _model_name(config),
       "cell": config.model.cell, "lag": task.lag, "num_seeds": num_seeds,
       "solved": all(solved) if num_seeds == 1 else float(np.mean(solved)),
@@ -216,10 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       "sequences_to_criterion": (to_crit[0] if to_crit else None) if num_seeds == 1
                                 else (float(np.median(to_crit)) if to_crit else None),
       "criterion": criterion.description,
-      "metrics": final[0] if num_seeds == 1 else {
-          k: float(np.median([f[k] for f in final])) for k in final[0]},
+      "metrics": metrics,
       "per_seed": per_seed,
-      "wall_time_s": loop_time(),
+      "wall_time_s": wall,
   }
-  training.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-  return summary

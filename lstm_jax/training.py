@@ -13,7 +13,6 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -64,7 +63,10 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *,
       "momentum": lambda: optax.sgd(lr, momentum=momentum),
       "rmsprop": lambda: optax.rmsprop(lr),
   }[name]()
-  return optax.chain(optax.clip_by_global_norm(grad_clip), opt) if grad_clip > 0 else opt
+  # Always a chain of two, so that changing grad_clip keeps the state's structure
+  # (a run resumed with another clip value restores its checkpoints).
+  clip = optax.clip_by_global_norm(grad_clip) if grad_clip > 0 else optax.identity()
+  return optax.chain(clip, opt)
 
 
 class TrainState(NamedTuple):
@@ -83,13 +85,21 @@ def init_state(model: SequenceModel, optimizer: optax.GradientTransformation,
   return jax.vmap(one)(init_keys)
 
 
+def _all_finite(tree: Any) -> Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
 def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientTransformation,
-                     batch_size: int, num_steps: int, remat: bool = False
+                     batch_size: int, num_steps: int, remat: bool = False,
+                     skip_nonfinite: bool = False
                      ) -> Callable[[TrainState, Array], tuple[TrainState, dict, dict]]:
   """A jitted function running ``num_steps`` training steps for every seed.
 
   ``(state [S], data_keys [S]) -> (state, metrics {name: [num_steps, S]},
-  per_seq {name: [num_steps, S, batch]})``.
+  per_seq {name: [num_steps, S, batch]})``. ``metrics["finite"]`` says whether
+  the loss, the gradients and the updated parameters were all finite; with
+  ``skip_nonfinite`` a step where they were not leaves params and optimizer
+  state unchanged (the step counter still advances, so data stay aligned).
   """
   def step(state: TrainState, data_key: Array):
     batch = task.sample(jax.random.fold_in(data_key, state.step), batch_size)
@@ -101,7 +111,14 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params)
+    if skip_nonfinite:
+      keep = lambda new, old: jax.tree_util.tree_map(
+          lambda n, o: jnp.where(finite, n, o), new, old)
+      params = keep(params, state.params)
+      opt_state = keep(opt_state, state.opt_state)
+    metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite}
     per_seq = task.per_sequence(jax.lax.stop_gradient(out), batch)
     return TrainState(state.step + 1, params, opt_state), metrics, per_seq
 
@@ -148,9 +165,5 @@ def to_jsonable(tree: Any) -> Any:
 
 def write_json_atomic(path: str, data: Any) -> None:
   """Write ``data`` as JSON to ``path`` via a temporary file and a rename."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(to_jsonable(data), f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  from lstm_jax.workdir import write_text_atomic
+  write_text_atomic(path, json.dumps(to_jsonable(data), indent=2, sort_keys=True))

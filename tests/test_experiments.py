@@ -83,7 +83,7 @@ def test_resume_continues_exactly(tmp_path):
                                 progress=False)
   train_and_evaluate(_quick(budget_sequences=400), str(tmp_path / "b"), progress=False)
   resumed = train_and_evaluate(_quick(budget_sequences=800), str(tmp_path / "b"),
-                               progress=False)
+                               progress=False, on_config_change="overwrite")
   a, b = _train_lines(str(tmp_path / "a")), _train_lines(str(tmp_path / "b"))
   assert [l["step"] for l in b] == [l["step"] for l in a]
   assert [l["loss"] for l in b] == [l["loss"] for l in a]
