@@ -16,6 +16,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.cli import parse_flags
+
 from lstm_jax.config import ConfigError
 from lstm_jax.runner import ON_CONFIG_CHANGE, Interrupted, NonFiniteError, train_and_evaluate
 from lstm_jax.workdir import WorkdirError
@@ -52,4 +54,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -13,6 +13,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.cli import parse_flags
+
 from lstm_jax.config import ConfigError
 from lstm_jax.runner import Interrupted, NonFiniteError
 from lstm_jax.workdir import WorkdirError
@@ -45,4 +47,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -129,3 +129,9 @@ def test_cli_overrides_and_bad_value(tmp_path):
   assert bad.returncode != 0
   assert bad.stderr.strip().splitlines()[-1].startswith("error: config.model.cell='lsmt'")
   assert "Traceback" not in bad.stderr
+  for flag, message in (("--config.lagg=3", "error: unknown config field 'lagg'"),
+                        ("--config.lag=abc", "error: flag --config.lag=abc")):
+    res = subprocess.run(cmd + [flag], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+    assert res.stderr.startswith(message)

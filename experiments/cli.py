@@ -1,0 +1,27 @@
+"""Flag parsing shared by the entry points: user errors in flags become one
+line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """``absl.app.run``'s ``flags_parser``: parse, or print one line and exit 2.
+
+  Catches unknown config fields (``--config.lagg=3``: ml_collections suggests
+  the closest field), values of the wrong type and missing required flags.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
+    message = str(err).replace("\\n", " ").replace("\\'", "'")
+    message = " ".join(message.split())
+    if message[:1] == message[-1:] and message[:1] in "'\"":
+      message = message[1:-1]
+    if isinstance(err, (AttributeError, KeyError)):
+      message = f"unknown config field {message}; a locked config accepts only its own fields"
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
