@@ -1,0 +1,53 @@
+"""H&S 1997 Exp 3b: as Exp 3a (2-sequence problem) plus Gaussian noise
+(variance 0.2) on the informative elements; N = 1 informative element, lengths
+drawn from T..T + T/10 (T = lag).
+
+Command:
+  python -m experiments.run --config=configs/hs3b.py --workdir=/tmp/hs3b
+Expected (published, H&S 1997, Table 5): T = 1000, N = 1: 485,080 sequences to
+stop rule ST2 (fewer than 6 of 256 test sequences wrong and mean absolute test
+error < 0.04).
+Model close to the paper: the 1997 cell (no forget gate), 8 cells, small uniform
+weights (U[-0.1, 0.1]), staircase of negative input/output-gate biases
+(bias_init "hs1997").
+Changed from the paper: minibatches of 16 sequences and Adam (lr 1e-3, clip
+1.0) instead of online SGD; linear output unit. ST2 is checked on 256 fresh
+test sequences every 200 updates (3,200 sequences). Sequences are ~1,050 steps:
+a long run on a CPU (use a GPU, or ``--config.lag=100`` for a short check).
+Tiny variant for tests: ``--config=configs/hs3b.py:quick``.
+"""
+
+import ml_collections
+
+from lstm_jax.config import default_config
+
+
+def get_config(arg: str | None = None):
+  c = default_config()
+  c.task = "hs3b"
+  c.lag = 1000
+  c.task_params = ml_collections.ConfigDict(dict(n=1, stop="ST2"))
+  c.model.cell = "lstm1997"
+  c.model.hidden_size = 8
+  c.model.kernel_init = "uniform"
+  c.model.recurrent_init = "uniform"
+  c.model.bias_init = "hs1997"
+  c.model.init_scale = 0.1
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.grad_clip = 1.0
+  c.batch_size = 16
+  c.budget_sequences = 1_000_000
+  c.eval_size = 256
+  c.log_every = 50
+  c.eval_every = 200
+  c.checkpoint_every = 2000
+  if arg == "quick":
+    c.lag = 10
+    c.model.hidden_size = 8
+    c.batch_size = 8
+    c.budget_sequences = 800
+    c.eval_size = 32
+    c.log_every = 10
+    c.eval_every = 20
+    c.checkpoint_every = 50
+  return c
