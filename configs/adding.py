@@ -20,7 +20,7 @@ solved at T = 100 after 76,800 sequences in 16 s (test MSE 0.0069).
 Tiny variant for tests: ``--config=configs/adding.py:quick``.
 """
 
-from lstm_jax.config import default_config
+from lstm_jax.config import default_config, shrink_for_tests
 
 
 def get_config(arg: str | None = None):
@@ -40,12 +40,5 @@ def get_config(arg: str | None = None):
   c.eval_every = 100
   c.checkpoint_every = 1000
   if arg == "quick":
-    c.lag = 10
-    c.model.hidden_size = 8
-    c.batch_size = 8
-    c.budget_sequences = 800
-    c.eval_size = 32
-    c.log_every = 10
-    c.eval_every = 20
-    c.checkpoint_every = 50
+    shrink_for_tests(c, lag=10)
   return c

@@ -21,7 +21,7 @@ recalled, still improving; the full budget is meant for an accelerator.
 Tiny variant for tests: ``--config=configs/copy.py:quick``.
 """
 
-from lstm_jax.config import default_config
+from lstm_jax.config import default_config, shrink_for_tests
 
 
 def get_config(arg: str | None = None):
@@ -41,12 +41,5 @@ def get_config(arg: str | None = None):
   c.eval_every = 200
   c.checkpoint_every = 1000
   if arg == "quick":
-    c.lag = 5
-    c.model.hidden_size = 8
-    c.batch_size = 8
-    c.budget_sequences = 800
-    c.eval_size = 32
-    c.log_every = 10
-    c.eval_every = 20
-    c.checkpoint_every = 50
+    shrink_for_tests(c, lag=5)
   return c

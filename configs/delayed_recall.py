@@ -7,7 +7,7 @@ lag 50 within the budget; ``--config.model.cell=elman`` does not.
 Tiny variant for tests: ``--config=configs/delayed_recall.py:quick``.
 """
 
-from lstm_jax.config import default_config
+from lstm_jax.config import default_config, shrink_for_tests
 
 
 def get_config(arg: str | None = None):
@@ -16,12 +16,5 @@ def get_config(arg: str | None = None):
   c.lag = 50
   c.budget_sequences = 200_000
   if arg == "quick":
-    c.lag = 3
-    c.model.hidden_size = 8
-    c.batch_size = 8
-    c.budget_sequences = 800
-    c.eval_size = 32
-    c.log_every = 10
-    c.eval_every = 20
-    c.checkpoint_every = 50
+    shrink_for_tests(c, lag=3)
   return c

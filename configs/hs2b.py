@@ -21,19 +21,14 @@ solved after 140,000 sequences in 45 s.
 Tiny variant for tests: ``--config=configs/hs2b.py:quick``.
 """
 
-from lstm_jax.config import default_config
+from lstm_jax.config import default_config, shrink_for_tests, use_1997_cell
 
 
 def get_config(arg: str | None = None):
   c = default_config()
   c.task = "hs2b"
   c.lag = 100
-  c.model.cell = "lstm1997"
-  c.model.hidden_size = 32
-  c.model.kernel_init = "uniform"
-  c.model.recurrent_init = "uniform"
-  c.model.bias_init = "hs1997"
-  c.model.init_scale = 0.1
+  use_1997_cell(c, hidden_size=32)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.schedule = "cosine"
   c.optimizer.grad_clip = 1.0
@@ -44,12 +39,5 @@ def get_config(arg: str | None = None):
   c.eval_every = 500
   c.checkpoint_every = 2000
   if arg == "quick":
-    c.lag = 5
-    c.model.hidden_size = 8
-    c.batch_size = 8
-    c.budget_sequences = 800
-    c.eval_size = 32
-    c.log_every = 10
-    c.eval_every = 20
-    c.checkpoint_every = 50
+    shrink_for_tests(c, lag=5)
   return c

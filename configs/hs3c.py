@@ -21,7 +21,7 @@ Tiny variant for tests: ``--config=configs/hs3c.py:quick``.
 
 import ml_collections
 
-from lstm_jax.config import default_config
+from lstm_jax.config import default_config, shrink_for_tests, use_1997_cell
 
 
 def get_config(arg: str | None = None):
@@ -29,12 +29,7 @@ def get_config(arg: str | None = None):
   c.task = "hs3c"
   c.lag = 100
   c.task_params = ml_collections.ConfigDict(dict(n=3, stop="ST2"))
-  c.model.cell = "lstm1997"
-  c.model.hidden_size = 8
-  c.model.kernel_init = "uniform"
-  c.model.recurrent_init = "uniform"
-  c.model.bias_init = "hs1997"
-  c.model.init_scale = 0.1
+  use_1997_cell(c, hidden_size=8)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.grad_clip = 1.0
   c.batch_size = 16
@@ -44,12 +39,5 @@ def get_config(arg: str | None = None):
   c.eval_every = 200
   c.checkpoint_every = 2000
   if arg == "quick":
-    c.lag = 10
-    c.model.hidden_size = 8
-    c.batch_size = 8
-    c.budget_sequences = 800
-    c.eval_size = 32
-    c.log_every = 10
-    c.eval_every = 20
-    c.checkpoint_every = 50
+    shrink_for_tests(c, lag=10)
   return c

@@ -28,20 +28,15 @@ solved after 92,800 sequences in 11 s, 1 of 2,560 test sequences wrong.
 Tiny variant for tests: ``--config=configs/hs4_adding.py:quick``.
 """
 
-from lstm_jax.config import default_config
+from lstm_jax.config import default_config, shrink_for_tests, use_1997_cell
 
 
 def get_config(arg: str | None = None):
   c = default_config()
   c.task = "hs4_adding"
   c.lag = 100
-  c.model.cell = "lstm1997"
-  c.model.hidden_size = 8
-  c.model.kernel_init = "uniform"
-  c.model.recurrent_init = "uniform"
-  c.model.bias_init = "hs1997"
+  use_1997_cell(c, hidden_size=8)
   c.model.forget_bias = 4.0   # used only if --config.model.cell has a forget gate
-  c.model.init_scale = 0.1
   c.optimizer.learning_rate = 1e-3
   c.optimizer.grad_clip = 1.0
   c.batch_size = 16
@@ -51,12 +46,5 @@ def get_config(arg: str | None = None):
   c.eval_every = 500
   c.checkpoint_every = 2000
   if arg == "quick":
-    c.lag = 10
-    c.model.hidden_size = 8
-    c.batch_size = 8
-    c.budget_sequences = 800
-    c.eval_size = 32
-    c.log_every = 10
-    c.eval_every = 20
-    c.checkpoint_every = 50
+    shrink_for_tests(c, lag=10)
   return c

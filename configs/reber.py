@@ -17,19 +17,14 @@ solved after 41,600 sequences in 7 s.
 Tiny variant for tests: ``--config=configs/reber.py:quick``.
 """
 
-from lstm_jax.config import default_config
+from lstm_jax.config import default_config, shrink_for_tests, use_1997_cell
 
 
 def get_config(arg: str | None = None):
   c = default_config()
   c.task = "reber"
   c.lag = 9
-  c.model.cell = "lstm1997"
-  c.model.hidden_size = 8
-  c.model.kernel_init = "uniform"
-  c.model.recurrent_init = "uniform"
-  c.model.bias_init = "hs1997"
-  c.model.init_scale = 0.1
+  use_1997_cell(c, hidden_size=8)
   c.optimizer.learning_rate = 1e-2
   c.optimizer.grad_clip = 1.0
   c.batch_size = 16
@@ -39,11 +34,5 @@ def get_config(arg: str | None = None):
   c.eval_every = 100
   c.checkpoint_every = 2000
   if arg == "quick":
-    c.model.hidden_size = 8
-    c.batch_size = 8
-    c.budget_sequences = 800
-    c.eval_size = 32
-    c.log_every = 10
-    c.eval_every = 20
-    c.checkpoint_every = 50
+    shrink_for_tests(c)
   return c

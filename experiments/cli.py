@@ -3,9 +3,15 @@ line on stderr and exit status 2, never a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from typing import Iterator
 
 from absl import flags
+
+from lstm_jax.config import ConfigError
+from lstm_jax.runner import Interrupted, NonFiniteError
+from lstm_jax.workdir import WorkdirError
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -25,3 +31,21 @@ def parse_flags(argv: list[str]) -> list[str]:
       message = f"unknown config field {message}; a locked config accepts only its own fields"
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+@contextlib.contextmanager
+def exit_codes() -> Iterator[None]:
+  """Map the library's user-facing errors to one stderr line and an exit status:
+  2 bad config or unusable workdir, 3 non-finite values, 128 + signal number
+  after SIGTERM/SIGINT (a checkpoint was saved)."""
+  try:
+    yield
+  except (ConfigError, WorkdirError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+  except NonFiniteError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(3)
+  except Interrupted as err:
+    print(f"interrupted: {err}", file=sys.stderr)
+    sys.exit(128 + err.signum)

@@ -11,16 +11,11 @@ says where); 128 + signal number after SIGTERM/SIGINT (a checkpoint was saved).
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.cli import parse_flags
-
-from lstm_jax.config import ConfigError
-from lstm_jax.runner import ON_CONFIG_CHANGE, Interrupted, NonFiniteError, train_and_evaluate
-from lstm_jax.workdir import WorkdirError
+from experiments.cli import exit_codes, parse_flags
+from lstm_jax.runner import ON_CONFIG_CHANGE, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -35,18 +30,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
-  try:
+  with exit_codes():
     summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                  on_config_change=_ON_CHANGE.value)
-  except (ConfigError, WorkdirError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
-  except NonFiniteError as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(3)
-  except Interrupted as err:
-    print(f"interrupted: {err}", file=sys.stderr)
-    sys.exit(128 + err.signum)
   print(f"{summary['task']} lag={summary['lag']} model={summary['model']}: "
         f"solved={summary['solved']} sequences_seen={summary['sequences_seen']} "
         f"sequences_to_criterion={summary['sequences_to_criterion']} "

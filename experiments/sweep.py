@@ -8,16 +8,11 @@ points. This file only parses flags; the work is :func:`lstm_jax.sweep.run_sweep
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.cli import parse_flags
-
-from lstm_jax.config import ConfigError
-from lstm_jax.runner import Interrupted, NonFiniteError
-from lstm_jax.workdir import WorkdirError
+from experiments.cli import exit_codes, parse_flags
 from lstm_jax.sweep import memory_horizons, results_markdown, run_sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.",
@@ -29,17 +24,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
-  try:
+  with exit_codes():
     rows = run_sweep(_CONFIG.value, _WORKDIR.value)
-  except (ConfigError, WorkdirError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
-  except NonFiniteError as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(3)
-  except Interrupted as err:
-    print(f"interrupted: {err}; rerun the same command to resume", file=sys.stderr)
-    sys.exit(128 + err.signum)
   print(results_markdown(rows, _CONFIG.value))
   for model, lag in memory_horizons(rows).items():
     print(f"memory horizon {model}: {lag}")

@@ -137,6 +137,28 @@ def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
   return task, model
 
 
+def use_1997_cell(config: ml_collections.ConfigDict, hidden_size: int) -> None:
+  """Set ``config.model`` to Hochreiter & Schmidhuber's 1997 setup: the cell
+  without forget gate, small uniform weights U[-0.1, 0.1] and the staircase of
+  negative input/output-gate biases (``bias_init="hs1997"``)."""
+  m = config.model
+  m.cell, m.hidden_size = "lstm1997", hidden_size
+  m.kernel_init = m.recurrent_init = "uniform"
+  m.bias_init, m.init_scale = "hs1997", 0.1
+
+
+def shrink_for_tests(config: ml_collections.ConfigDict, lag: int | None = None) -> None:
+  """Make ``config`` tiny and quick (the ``get_config("quick")`` variants):
+  8 units, batch 8, 800 sequences, 32 eval sequences, short intervals."""
+  if lag is not None:
+    config.lag = lag
+  config.model.hidden_size = 8
+  config.batch_size = 8
+  config.budget_sequences = 800
+  config.eval_size = 32
+  config.log_every, config.eval_every, config.checkpoint_every = 10, 20, 50
+
+
 def total_steps(config: ml_collections.ConfigDict) -> int:
   """Updates in the budget, rounded up to whole ``log_every`` chunks."""
   steps = -(-config.budget_sequences // config.batch_size)
