@@ -17,7 +17,8 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     eval_size         held-out sequences per evaluation (at least the criterion's)
     seed, num_seeds   seeds seed..seed+num_seeds-1, trained as one vmapped program
     log_every, eval_every, checkpoint_every   intervals in updates
-    remat             recompute each step in the backward pass (less memory)
+    remat             backward-pass memory: "none", "step" (recompute each step),
+                      "sqrt" (O(sqrt(T)) stored states) or a segment length ("100")
     nonfinite         "stop": a NaN/Inf loss, gradient or parameter ends the run
                       (last good checkpoint kept, non-zero exit); "skip": drop
                       that update and count it (metrics "skipped_updates")
@@ -33,6 +34,7 @@ import ml_collections
 from lstm_jax import init as initializers
 from lstm_jax.cells import CELL_NAMES
 from lstm_jax.models import SequenceModel, make_model
+from lstm_jax.sequence import check_remat
 from lstm_jax.tasks import TASK_NAMES, Task, make_task
 from lstm_jax.training import OPTIMIZERS, SCHEDULES
 
@@ -65,7 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.log_every = 50
   c.eval_every = 200
   c.checkpoint_every = 1000
-  c.remat = False
+  c.remat = "none"
   c.nonfinite = "stop"
   return c
 
@@ -107,8 +109,11 @@ def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
   _choice(o.name, "optimizer.name", OPTIMIZERS)
   _choice(o.schedule, "optimizer.schedule", SCHEDULES)
   _choice(config.nonfinite, "nonfinite", NONFINITE)
-  if not isinstance(config.remat, bool):
-    _fail("remat", config.remat, "True or False")
+  try:
+    check_remat(config.remat)
+  except ValueError:
+    _fail("remat", config.remat, "'none', 'step' (per-step recompute), 'sqrt' "
+          "(O(sqrt(T)) memory) or a segment length such as '100'")
   for field, value in (("optimizer.learning_rate", o.learning_rate),
                        ("model.init_scale", m.init_scale)):
     if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from lstm_jax import init as initializers
 from lstm_jax.cells import Cell, make_cell
-from lstm_jax.sequence import init_stack, stacked_rnn
+from lstm_jax.sequence import Remat, check_remat, init_stack, scan_layer
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -53,15 +53,30 @@ class SequenceModel:
     }
 
   def apply(self, params: Params, inputs: Array, lengths: Array | None = None,
-            *, remat: bool = False) -> Array:
+            *, remat: Remat = False) -> Array:
     """Outputs ``[B, T, O]`` for inputs ``[B, T, I]`` and lengths ``[B]``.
 
-    Jit-able and vmap-able; shapes are validated at trace time.
-    Outputs at padded steps are the readout bias (the recurrent output there is
-    zero); tasks mask them out.
+    Jit-able and vmap-able; parameter shapes are checked at trace time. The
+    readout runs inside the top layer's scan, so only ``[T, B, O]`` outputs
+    are stored (with ``remat="sqrt"``, memory is ``O(sqrt(T))`` plus inputs
+    and outputs). Outputs at padded steps are the readout bias (the recurrent
+    output there is zero); tasks mask them out.
     """
-    h, _ = stacked_rnn(self.cell, params["rnn"], inputs, lengths=lengths, remat=remat)
-    return h @ params["readout"]["w"] + params["readout"]["b"]
+    check_remat(remat)
+    readout = params["readout"]
+    h = jnp.swapaxes(inputs, 0, 1)
+    batch = h.shape[1]
+    for k, layer in enumerate(params["rnn"]):
+      try:
+        self.cell.check_params(layer, h.shape[-1])
+      except ValueError as err:
+        raise ValueError(f"params['rnn'][{k}]: {err}") from None
+      dtype = jnp.promote_types(jnp.float32, layer["w_h"].dtype)
+      top = k == len(params["rnn"]) - 1
+      emit = (lambda y: y @ readout["w"] + readout["b"]) if top else None
+      h, _ = scan_layer(self.cell, layer, h, self.cell.initial_state(batch, dtype), lengths,
+                        remat=remat, emit=emit)
+    return jnp.swapaxes(h, 0, 1)
 
 
 def make_model(cell: str, hidden_size: int, output_size: int, *, num_layers: int = 1,

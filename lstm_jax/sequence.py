@@ -27,7 +27,8 @@ alone.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -128,9 +129,41 @@ def _masked(mask: Array, new: Any, old: Any) -> Any:
   return jax.tree_util.tree_map(pick, new, old)
 
 
+Remat = bool | str | int
+"""Memory policy of the backward pass: ``False`` or ``"none"`` (store every step's
+intermediates), ``True`` or ``"step"`` (store only each step's carry and
+recompute the step), ``"sqrt"`` (store one carry every ``ceil(sqrt(T))`` steps
+and recompute the segment between: memory ``O(sqrt(T))``, about one extra
+forward pass of compute), or an integer ``k > 1`` (the same with segments of
+``k`` steps, also as a string of digits)."""
+
+
+def remat_chunk(remat: Remat, time: int) -> int:
+  """Segment length for ``remat`` at ``time`` steps (0: no segmenting)."""
+  if isinstance(remat, str) and remat == "sqrt":
+    return max(1, math.isqrt(max(time - 1, 0)) + 1)
+  if isinstance(remat, str) and remat.isdigit():
+    remat = int(remat)
+  if isinstance(remat, int) and not isinstance(remat, bool) and remat > 1:
+    return remat
+  return 0
+
+
+def check_remat(remat: Any) -> None:
+  """Raise ValueError unless ``remat`` is a valid :data:`Remat` value."""
+  if isinstance(remat, str) and remat.isdigit():
+    remat = int(remat)
+  ok = (isinstance(remat, (bool, np.bool_)) or remat in ("none", "step", "sqrt")
+        or (isinstance(remat, int) and remat > 1))
+  if not ok:
+    raise ValueError(f"remat={remat!r}: expected False/'none', True/'step' (per-step "
+                     "recompute), 'sqrt' (O(sqrt(T)) memory) or a segment length > 1")
+
+
 def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
                lengths: Array | None = None, *, reverse: bool = False,
-               unroll: int = 1, remat: bool = False) -> tuple[Array, State]:
+               unroll: int = 1, remat: Remat = False,
+               emit: Callable[[Array], Array] | None = None) -> tuple[Array, State]:
   """The bare scan of ``cell.step`` over time (no validation, no jit).
 
   Meant for use inside a caller's own ``jit``; :func:`rnn` is the checked entry.
@@ -143,31 +176,58 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
     lengths: ``[B]`` valid lengths, or ``None`` (all ``T``).
     reverse: scan from ``t = T-1`` down to 0.
     unroll: ``lax.scan`` unroll factor.
-    remat: recompute each step in the backward pass instead of storing its
-      intermediates (``jax.checkpoint`` around the step).
+    remat: memory policy of the backward pass (:data:`Remat`).
+    emit: applied to each step's output ``[B, R]`` inside the scan (e.g. a
+      readout to a few units), so the ``[T, B, R]`` outputs are never stored:
+      with ``remat="sqrt"`` training memory is then ``O(sqrt(T))`` apart from
+      the emitted values.
 
   Returns:
-    ``(ys [T, B, R], final_state)``; ``ys`` is zero at padded steps.
+    ``(ys [T, B, R], final_state)`` (``ys = emit(y)`` per step with ``emit``);
+    ``y`` is zero at padded steps (before ``emit``).
   """
+  time = xs.shape[0]
+  chunk = remat_chunk(remat, time)
   step = cell.step
-  if remat:
+  if remat is True or remat == "step" or chunk:
     step = jax.checkpoint(step)
+  masked = lengths is not None or bool(chunk and time % chunk)
+  if masked and lengths is None:
+    lengths = jnp.full((xs.shape[1],), time, jnp.int32)
 
-  if lengths is None:
-    def body(carry, x):
-      return step(params, carry, x)
-    final, ys = jax.lax.scan(body, state, xs, reverse=reverse, unroll=unroll)
-    return ys, final
+  out = (lambda y: y) if emit is None else emit
 
-  def masked_body(carry, inp):
+  def body(carry, inp):
+    if not masked:
+      carry, y = step(params, carry, inp)
+      return carry, out(y)
     x, t = inp
     new, y = step(params, carry, x)
     valid = t < lengths
-    return _masked(valid, new, carry), _masked(valid, y, jnp.zeros_like(y))
+    return _masked(valid, new, carry), out(_masked(valid, y, jnp.zeros_like(y)))
 
-  ts = jnp.arange(xs.shape[0], dtype=lengths.dtype)
-  final, ys = jax.lax.scan(masked_body, state, (xs, ts), reverse=reverse, unroll=unroll)
-  return ys, final
+  ts = jnp.arange(time, dtype=jnp.int32 if lengths is None else lengths.dtype)
+  if not chunk:
+    final, ys = jax.lax.scan(body, state, (xs, ts) if masked else xs, reverse=reverse,
+                             unroll=unroll)
+    return ys, final
+
+  # Nested scan: the outer one stores a carry per segment; each segment is
+  # recomputed in the backward pass. Padding steps (t >= T) are masked.
+  segments = -(-time // chunk)
+  pad = segments * chunk - time
+  xs_p = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)]) if pad else xs
+  ts_p = jnp.arange(segments * chunk, dtype=ts.dtype)
+  seg_xs = xs_p.reshape((segments, chunk) + xs.shape[1:])
+  seg_in = (seg_xs, ts_p.reshape(segments, chunk)) if masked else seg_xs
+
+  @jax.checkpoint
+  def segment(carry, inp):
+    return jax.lax.scan(body, carry, inp, reverse=reverse, unroll=unroll)
+
+  final, ys = jax.lax.scan(segment, state, seg_in, reverse=reverse)
+  ys = ys.reshape((segments * chunk,) + ys.shape[2:])
+  return ys[:time], final
 
 
 def _layer_input_size(cell: Cell, layer: int, input_size: int, directions: int) -> int:
@@ -178,7 +238,7 @@ def _layer_input_size(cell: Cell, layer: int, input_size: int, directions: int) 
                                              "remat", "time_major", "batched"))
 def _run(cell: Cell, layers: tuple[Any, ...], xs: Array, states: tuple[Any, ...],
          lengths: Array | None, *, bidirectional: bool, reverse: bool, unroll: int,
-         remat: bool, time_major: bool, batched: bool) -> tuple[Array, tuple[Any, ...]]:
+         remat: Remat, time_major: bool, batched: bool) -> tuple[Array, tuple[Any, ...]]:
   if not batched:
     xs = xs[:, None]
   elif not time_major:
@@ -219,7 +279,7 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
                 initial_state: Sequence[State] | None = None, *,
                 lengths: Array | None = None, time_major: bool = False,
                 bidirectional: bool = False, reverse: bool = False, unroll: int = 1,
-                remat: bool = False) -> tuple[Array, list[State]]:
+                remat: Remat = False) -> tuple[Array, list[State]]:
   """Run a stack of layers of ``cell`` over a sequence (compiled, one program).
 
   Layer ``k > 0`` reads the outputs of layer ``k - 1`` (both directions
@@ -237,7 +297,8 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
     bidirectional: run each layer forward and backward.
     reverse: run a unidirectional stack from the end of each sequence.
     unroll: ``lax.scan`` unroll factor (>= 1).
-    remat: recompute each step during the backward pass.
+    remat: memory policy of the backward pass: ``False``, ``True``/``"step"``,
+      ``"sqrt"`` (O(sqrt(T)) stored states) or a segment length (:data:`Remat`).
 
   Returns:
     ``(outputs [B, T, D*R], final_states)`` with one final state (or
@@ -249,6 +310,7 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
   """
   _check_common(cell, unroll, time_major, reverse)
   _check_bool("bidirectional", bidirectional)
+  check_remat(remat)
   if bidirectional and reverse:
     raise ValueError("reverse=True has no meaning with bidirectional=True; "
                      "a bidirectional run already includes the reverse direction")
@@ -301,7 +363,7 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
 
 def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = None, *,
         lengths: Array | None = None, time_major: bool = False, reverse: bool = False,
-        unroll: int = 1, remat: bool = False) -> tuple[Array, State]:
+        unroll: int = 1, remat: Remat = False) -> tuple[Array, State]:
   """Run one layer of ``cell`` over a sequence with ``lax.scan`` (compiled).
 
   ``carry_t, y_t = cell.step(params, carry_{t-1}, x_t)`` for ``t = 0..T-1``
@@ -318,7 +380,8 @@ def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = Non
     time_major: layout of ``xs`` and of the outputs.
     reverse: process each sequence from its last real step to its first.
     unroll: ``lax.scan`` unroll factor (>= 1).
-    remat: recompute each step during the backward pass.
+    remat: memory policy of the backward pass: ``False``, ``True``/``"step"``,
+      ``"sqrt"`` (O(sqrt(T)) stored states) or a segment length (:data:`Remat`).
 
   Returns:
     ``(outputs [B, T, R], final_state)``; outputs are zero at padded steps.
@@ -336,7 +399,7 @@ def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = Non
 def bidirectional_rnn(cell: Cell, params: dict[str, Params], xs: Array,
                       initial_state: tuple[State, State] | None = None, *,
                       lengths: Array | None = None, time_major: bool = False,
-                      unroll: int = 1, remat: bool = False
+                      unroll: int = 1, remat: Remat = False
                       ) -> tuple[Array, tuple[State, State]]:
   """One bidirectional layer: forward and reverse runs, outputs concatenated.
 

@@ -90,7 +90,7 @@ def _all_finite(tree: Any) -> Array:
 
 
 def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientTransformation,
-                     batch_size: int, num_steps: int, remat: bool = False,
+                     batch_size: int, num_steps: int, remat: bool | str | int = False,
                      skip_nonfinite: bool = False
                      ) -> Callable[[TrainState, Array], tuple[TrainState, dict, dict]]:
   """A jitted function running ``num_steps`` training steps for every seed.

@@ -1,0 +1,115 @@
+"""How training scales with sequence length and with the number of seeds.
+
+  python -m experiments.scaling memory --T=100000,1000000 --policies=none,step,sqrt
+  python -m experiments.scaling seeds --seeds=1,8
+
+``memory``: XLA's own accounting (``compiled.memory_analysis()``) of one
+training step of the experiment model (an LSTM, readout inside the scan) at
+B=8, H=64, I=1, O=1 by default, for each ``remat`` policy; ``--run`` also
+executes the step once and reports its time and whether every gradient is
+finite. ``seeds``: training throughput (sequences/s, median of rounds) of S
+independently initialised models trained as one vmapped program, against one
+seed, at (B, T, I, H) = (32, 100, 8, 128) by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax import training
+from lstm_jax.models import make_model
+
+
+def memory_row(time_steps: int, remat: str, *, batch: int = 8, hidden: int = 64,
+               inputs: int = 1, outputs: int = 1, run: bool = False) -> dict:
+  """XLA temporaries (and optionally the time) of one training step."""
+  model = make_model("vanilla", hidden, outputs)
+  params = model.init(jax.random.key(0), inputs)
+  loss = lambda p, x: jnp.mean(model.apply(p, x, remat=remat) ** 2)
+  spec = jax.ShapeDtypeStruct((batch, time_steps, inputs), jnp.float32)
+  t0 = time.perf_counter()
+  compiled = jax.jit(jax.grad(loss)).lower(params, spec).compile()
+  row = {"T": time_steps, "remat": remat, "B": batch, "H": hidden,
+         "compile_s": time.perf_counter() - t0,
+         "temp_mib": compiled.memory_analysis().temp_size_in_bytes / 2**20}
+  if run:
+    xs = jax.random.normal(jax.random.key(1), (batch, time_steps, inputs))
+    t0 = time.perf_counter()
+    grads = jax.block_until_ready(compiled(params, xs))
+    row["step_s"] = time.perf_counter() - t0
+    row["finite"] = all(bool(jnp.isfinite(g).all()) for g in jax.tree_util.tree_leaves(grads))
+  return row
+
+
+def seeds_row(num_seeds: int, *, batch: int = 32, time_steps: int = 100, inputs: int = 8,
+              hidden: int = 128, steps: int = 10, rounds: int = 5) -> dict:
+  """Sequences/s of ``num_seeds`` models trained together (vmapped), median of rounds."""
+  model = make_model("vanilla", hidden, inputs)
+  optimizer = training.make_optimizer()
+  init_keys, data_keys, _ = training.seed_keys(0, num_seeds)
+  state = training.init_state(model, optimizer, init_keys, inputs)
+
+  class _Task:  # random regression data of the benchmark shape
+    def sample(self, key, size):
+      x = jax.random.normal(key, (size, time_steps, inputs))
+      from lstm_jax.tasks import Batch
+      return Batch(x, x, jnp.ones((size, time_steps)), jnp.full((size,), time_steps))
+
+    def loss(self, out, batch):
+      return jnp.mean((out - batch.targets) ** 2)
+
+    def per_sequence(self, out, batch):
+      return {"error": jnp.mean((out - batch.targets) ** 2, axis=(1, 2))}
+
+  chunk = training.make_train_chunk(model, _Task(), optimizer, batch, steps)
+  state, *_ = jax.block_until_ready(chunk(state, data_keys))  # compile
+  rates = []
+  for _ in range(rounds):
+    t0 = time.perf_counter()
+    state, *_ = jax.block_until_ready(chunk(state, data_keys))
+    rates.append(num_seeds * batch * steps / (time.perf_counter() - t0))
+  return {"seeds": num_seeds, "sequences_per_s": statistics.median(rates)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="what", required=True)
+  mem = sub.add_parser("memory")
+  mem.add_argument("--T", default="10000,100000")
+  mem.add_argument("--policies", default="none,step,sqrt")
+  mem.add_argument("--run", action="store_true", help="also execute each step once")
+  sds = sub.add_parser("seeds")
+  sds.add_argument("--seeds", default="1,8")
+  sds.add_argument("--shape", default="32,100,8,128", help="B,T,I,H")
+  sds.add_argument("--rounds", type=int, default=5)
+  args = parser.parse_args(argv)
+  print(f"# {jax.devices()[0].platform}, jax {jax.__version__}")
+  if args.what == "memory":
+    print("| T | remat | XLA temporaries (MiB) | compile s | step s | grads finite |")
+    print("|---:|---|---:|---:|---:|---|")
+    for t in map(int, args.T.split(",")):
+      for policy in args.policies.split(","):
+        r = memory_row(t, policy, run=args.run)
+        print(f"| {t:,} | {policy} | {r['temp_mib']:.1f} | {r['compile_s']:.1f} | "
+              f"{r.get('step_s', float('nan')):.1f} | {r.get('finite', '-')} |", flush=True)
+  else:
+    b, t, i, h = map(int, args.shape.split(","))
+    rows = [seeds_row(s, batch=b, time_steps=t, inputs=i, hidden=h, rounds=args.rounds)
+            for s in map(int, args.seeds.split(","))]
+    base = rows[0]["sequences_per_s"]
+    print("| seeds | sequences/s | x first row |")
+    print("|---:|---:|---:|")
+    for r in rows:
+      print(f"| {r['seeds']} | {r['sequences_per_s']:,.0f} | {r['sequences_per_s'] / base:.2f} |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
