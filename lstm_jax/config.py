@@ -19,6 +19,8 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     log_every, eval_every, checkpoint_every   intervals in updates
     remat             backward-pass memory: "none", "step" (recompute each step),
                       "sqrt" (O(sqrt(T)) stored states) or a segment length ("100")
+    tbptt             truncated BPTT: cut gradients through the state every k
+                      steps (0: full backpropagation through time)
     nonfinite         "stop": a NaN/Inf loss, gradient or parameter ends the run
                       (last good checkpoint kept, non-zero exit); "skip": drop
                       that update and count it (metrics "skipped_updates")
@@ -69,6 +71,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.remat = "none"
   c.nonfinite = "stop"
+  c.tbptt = 0
   return c
 
 
@@ -99,7 +102,7 @@ def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
                          ("eval_size", 1), ("seed", 0), ("num_seeds", 1), ("log_every", 1),
                          ("eval_every", 1), ("checkpoint_every", 1),
                          ("model.hidden_size", 1), ("model.num_layers", 1),
-                         ("model.proj_size", 0), ("optimizer.warmup_steps", 0)):
+                         ("model.proj_size", 0), ("optimizer.warmup_steps", 0), ("tbptt", 0)):
     _int(config, field, minimum)
   m, o = config.model, config.optimizer
   _choice(m.cell, "model.cell", CELL_NAMES)

@@ -53,14 +53,16 @@ class SequenceModel:
     }
 
   def apply(self, params: Params, inputs: Array, lengths: Array | None = None,
-            *, remat: Remat = False) -> Array:
+            *, remat: Remat = False, truncate: int = 0) -> Array:
     """Outputs ``[B, T, O]`` for inputs ``[B, T, I]`` and lengths ``[B]``.
 
     Jit-able and vmap-able; parameter shapes are checked at trace time. The
     readout runs inside the top layer's scan, so only ``[T, B, O]`` outputs
     are stored (with ``remat="sqrt"``, memory is ``O(sqrt(T))`` plus inputs
-    and outputs). Outputs at padded steps are the readout bias (the recurrent
-    output there is zero); tasks mask them out.
+    and outputs). ``truncate = k > 0`` cuts the gradient through the
+    recurrent state every ``k`` steps (truncated BPTT). Outputs at padded steps
+    are the readout bias (the recurrent output there is zero); tasks mask them
+    out.
     """
     check_remat(remat)
     readout = params["readout"]
@@ -75,7 +77,7 @@ class SequenceModel:
       top = k == len(params["rnn"]) - 1
       emit = (lambda y: y @ readout["w"] + readout["b"]) if top else None
       h, _ = scan_layer(self.cell, layer, h, self.cell.initial_state(batch, dtype), lengths,
-                        remat=remat, emit=emit)
+                        remat=remat, emit=emit, truncate=truncate)
     return jnp.swapaxes(h, 0, 1)
 
 

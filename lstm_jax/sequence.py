@@ -163,7 +163,8 @@ def check_remat(remat: Any) -> None:
 def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
                lengths: Array | None = None, *, reverse: bool = False,
                unroll: int = 1, remat: Remat = False,
-               emit: Callable[[Array], Array] | None = None) -> tuple[Array, State]:
+               emit: Callable[[Array], Array] | None = None,
+               truncate: int = 0) -> tuple[Array, State]:
   """The bare scan of ``cell.step`` over time (no validation, no jit).
 
   Meant for use inside a caller's own ``jit``; :func:`rnn` is the checked entry.
@@ -182,6 +183,11 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
       with ``remat="sqrt"`` training memory is then ``O(sqrt(T))`` apart from
       the emitted values.
 
+    truncate: truncated backpropagation through time: if ``k > 0``, the
+      gradient through the carry is cut before every step ``t`` with
+      ``t % k == 0`` (counted from the scan's first step, so from ``T-1`` in
+      a reverse scan); the forward pass is unchanged.
+
   Returns:
     ``(ys [T, B, R], final_state)`` (``ys = emit(y)`` per step with ``emit``);
     ``y`` is zero at padded steps (before ``emit``).
@@ -191,7 +197,7 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
   step = cell.step
   if remat is True or remat == "step" or chunk:
     step = jax.checkpoint(step)
-  masked = lengths is not None or bool(chunk and time % chunk)
+  masked = lengths is not None or bool(chunk and time % chunk) or truncate > 0
   if masked and lengths is None:
     lengths = jnp.full((xs.shape[1],), time, jnp.int32)
 
@@ -202,6 +208,11 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
       carry, y = step(params, carry, inp)
       return carry, out(y)
     x, t = inp
+    if truncate > 0:
+      since_start = (time - 1 - t) if reverse else t
+      cut = since_start % truncate == 0
+      carry = jax.tree_util.tree_map(
+          lambda c: jnp.where(cut, jax.lax.stop_gradient(c), c), carry)
     new, y = step(params, carry, x)
     valid = t < lengths
     return _masked(valid, new, carry), out(_masked(valid, y, jnp.zeros_like(y)))
@@ -235,10 +246,11 @@ def _layer_input_size(cell: Cell, layer: int, input_size: int, directions: int) 
 
 
 @functools.partial(jax.jit, static_argnames=("cell", "bidirectional", "reverse", "unroll",
-                                             "remat", "time_major", "batched"))
+                                             "remat", "time_major", "batched", "truncate"))
 def _run(cell: Cell, layers: tuple[Any, ...], xs: Array, states: tuple[Any, ...],
          lengths: Array | None, *, bidirectional: bool, reverse: bool, unroll: int,
-         remat: Remat, time_major: bool, batched: bool) -> tuple[Array, tuple[Any, ...]]:
+         remat: Remat, time_major: bool, batched: bool,
+         truncate: int = 0) -> tuple[Array, tuple[Any, ...]]:
   if not batched:
     xs = xs[:, None]
   elif not time_major:
@@ -247,7 +259,8 @@ def _run(cell: Cell, layers: tuple[Any, ...], xs: Array, states: tuple[Any, ...]
   # Zero states default to float32, or wider when the parameters are wider.
   dtype = jnp.promote_types(jnp.float32, jax.tree_util.tree_leaves(layers)[0].dtype)
   zero = functools.partial(cell.initial_state, batch, dtype)
-  run = functools.partial(scan_layer, cell, lengths=lengths, unroll=unroll, remat=remat)
+  run = functools.partial(scan_layer, cell, lengths=lengths, unroll=unroll, remat=remat,
+                          truncate=truncate)
   finals = []
   h = xs
   for params, state in zip(layers, states):
@@ -279,7 +292,7 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
                 initial_state: Sequence[State] | None = None, *,
                 lengths: Array | None = None, time_major: bool = False,
                 bidirectional: bool = False, reverse: bool = False, unroll: int = 1,
-                remat: Remat = False) -> tuple[Array, list[State]]:
+                remat: Remat = False, truncate: int = 0) -> tuple[Array, list[State]]:
   """Run a stack of layers of ``cell`` over a sequence (compiled, one program).
 
   Layer ``k > 0`` reads the outputs of layer ``k - 1`` (both directions
@@ -299,6 +312,8 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
     unroll: ``lax.scan`` unroll factor (>= 1).
     remat: memory policy of the backward pass: ``False``, ``True``/``"step"``,
       ``"sqrt"`` (O(sqrt(T)) stored states) or a segment length (:data:`Remat`).
+    truncate: truncated BPTT: cut the gradient through the state every
+      ``truncate`` steps (0: none); see :func:`scan_layer`.
 
   Returns:
     ``(outputs [B, T, D*R], final_states)`` with one final state (or
@@ -311,6 +326,8 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
   _check_common(cell, unroll, time_major, reverse)
   _check_bool("bidirectional", bidirectional)
   check_remat(remat)
+  if isinstance(truncate, bool) or not isinstance(truncate, int) or truncate < 0:
+    raise ValueError(f"truncate={truncate!r}: expected an integer >= 0 (0: no truncation)")
   if bidirectional and reverse:
     raise ValueError("reverse=True has no meaning with bidirectional=True; "
                      "a bidirectional run already includes the reverse direction")
@@ -357,13 +374,13 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
   lengths = _check_lengths(lengths, batch, time, batched)
   outputs, finals = _run(cell, layers, xs, states, lengths, bidirectional=bidirectional,
                          reverse=reverse, unroll=unroll, remat=remat,
-                         time_major=time_major, batched=batched)
+                         time_major=time_major, batched=batched, truncate=truncate)
   return outputs, list(finals)
 
 
 def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = None, *,
         lengths: Array | None = None, time_major: bool = False, reverse: bool = False,
-        unroll: int = 1, remat: Remat = False) -> tuple[Array, State]:
+        unroll: int = 1, remat: Remat = False, truncate: int = 0) -> tuple[Array, State]:
   """Run one layer of ``cell`` over a sequence with ``lax.scan`` (compiled).
 
   ``carry_t, y_t = cell.step(params, carry_{t-1}, x_t)`` for ``t = 0..T-1``
@@ -382,6 +399,7 @@ def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = Non
     unroll: ``lax.scan`` unroll factor (>= 1).
     remat: memory policy of the backward pass: ``False``, ``True``/``"step"``,
       ``"sqrt"`` (O(sqrt(T)) stored states) or a segment length (:data:`Remat`).
+    truncate: truncated BPTT every ``truncate`` steps (0: none).
 
   Returns:
     ``(outputs [B, T, R], final_state)``; outputs are zero at padded steps.
@@ -392,7 +410,7 @@ def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = Non
   outputs, finals = stacked_rnn(cell, [params], xs,
                                 None if initial_state is None else [initial_state],
                                 lengths=lengths, time_major=time_major, reverse=reverse,
-                                unroll=unroll, remat=remat)
+                                unroll=unroll, remat=remat, truncate=truncate)
   return outputs, finals[0]
 
 

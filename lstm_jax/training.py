@@ -91,7 +91,7 @@ def _all_finite(tree: Any) -> Array:
 
 def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientTransformation,
                      batch_size: int, num_steps: int, remat: bool | str | int = False,
-                     skip_nonfinite: bool = False
+                     skip_nonfinite: bool = False, truncate: int = 0
                      ) -> Callable[[TrainState, Array], tuple[TrainState, dict, dict]]:
   """A jitted function running ``num_steps`` training steps for every seed.
 
@@ -100,12 +100,14 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
   the loss, the gradients and the updated parameters were all finite; with
   ``skip_nonfinite`` a step where they were not leaves params and optimizer
   state unchanged (the step counter still advances, so data stay aligned).
+  ``truncate = k > 0`` trains with truncated BPTT (gradients through the
+  state cut every ``k`` steps).
   """
   def step(state: TrainState, data_key: Array):
     batch = task.sample(jax.random.fold_in(data_key, state.step), batch_size)
 
     def loss_fn(params):
-      out = model.apply(params, batch.inputs, batch.lengths, remat=remat)
+      out = model.apply(params, batch.inputs, batch.lengths, remat=remat, truncate=truncate)
       return task.loss(out, batch), out
 
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -55,6 +55,9 @@ def test_every_config_file_builds_its_task_and_model():
     ("task", "copyy", r"config.task='copyy' .*copy"),
     ("model.proj_size", 8, r"model.proj_size=8 .*smaller than model.hidden_size=8"),
     ("optimizer.learning_rate", -1.0, r"learning_rate=-1.0"),
+    ("tbptt", -1, r"config.tbptt=-1 .*integer >= 0"),
+    ("remat", "log", r"config.remat='log' .*'sqrt'"),
+    ("nonfinite", "ignore", r"config.nonfinite='ignore' .*stop, skip"),
 ])
 def test_bad_config_values_name_the_field(field, value, pattern):
   with pytest.raises(config_lib.ConfigError, match=pattern):
@@ -76,6 +79,14 @@ def test_end_to_end_run_writes_every_output(tmp_path):
   lines = _train_lines(str(tmp_path))
   assert [l["step"] for l in lines] == list(range(10, 101, 10))
   assert all(l["loss"] > 0 and l["grad_norm"] >= 0 and l["steps_per_s"] > 0 for l in lines)
+
+
+def test_run_with_sqrt_remat_and_truncated_bptt(tmp_path):
+  summary = train_and_evaluate(_quick(remat="sqrt", tbptt=2, budget_sequences=160),
+                               str(tmp_path), progress=False)
+  assert summary["status"] == "finished" and summary["sequences_seen"] == 160
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["remat"] == "sqrt" and saved["tbptt"] == 2
 
 
 def test_resume_continues_exactly(tmp_path):

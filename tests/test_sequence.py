@@ -371,3 +371,33 @@ def test_sqrt_remat_training_memory_grows_sublinearly_in_time():
   assert plain_large / plain_small > 3.5
   assert (large - small) < 0.05 * (plain_large - plain_small)
   assert large < plain_large / 20
+
+
+def test_truncated_bptt_equals_chunked_runs_with_cut_state(lstm):
+  """Gradients with truncate=k equal those of runs over k-step chunks whose
+  incoming state is a constant (stop_gradient), chained forward."""
+  cell, params = lstm
+  xs = _xs(22, (B, 10, I))
+  w = jnp.arange(1, 11, dtype=jnp.float32)[None, :, None] / 10.0
+
+  def truncated(p):
+    ys, final = L.rnn(cell, p, xs, truncate=4)
+    return jnp.sum(ys * w) + jnp.sum(final.c)
+
+  def chunked(p):
+    state, total = None, 0.0
+    for start in (0, 4, 8):
+      ys, state = L.rnn(cell, p, xs[:, start:start + 4], state)
+      total = total + jnp.sum(ys * w[:, start:start + 4])
+      state = jax.lax.stop_gradient(state) if start < 8 else state
+    return total + jnp.sum(state.c)
+
+  np.testing.assert_allclose(truncated(params), chunked(params), rtol=1e-6)
+  g_t, g_c = jax.grad(truncated)(params), jax.grad(chunked)(params)
+  for a, b in zip(jax.tree_util.tree_leaves(g_t), jax.tree_util.tree_leaves(g_c)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  g_full = jax.grad(lambda p: jnp.sum(L.rnn(cell, p, xs)[0] * w)
+                    + jnp.sum(L.rnn(cell, p, xs)[1].c))(params)
+  assert not np.allclose(g_full["w_h"], g_t["w_h"], atol=1e-5)
+  with pytest.raises(ValueError, match=r"truncate=-1"):
+    L.rnn(cell, params, xs, truncate=-1)
