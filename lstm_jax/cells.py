@@ -472,6 +472,14 @@ def _param_shapes(cell: Cell, input_size: int) -> tuple[tuple[str, tuple[int, ..
   return tuple((k, tuple(v.shape)) for k, v in shapes.items())
 
 
+def require_lstm(name: str | LSTMVariant) -> None:
+  """Raise ValueError if ``name`` is a baseline (GRU, Elman) rather than an LSTM
+  variant; used by the LSTM-only Flax wrappers."""
+  if isinstance(name, str) and name in BASELINES:
+    raise ValueError(f"cell={name!r} is not an LSTM variant; use RecurrentCell "
+                     "for 'gru' and 'elman'")
+
+
 def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
               proj_size: int = 0, **options: Any) -> Cell:
   """Build a :class:`Cell` from a variant name (or an :class:`LSTMVariant`).

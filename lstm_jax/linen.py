@@ -44,7 +44,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.cells import BASELINES, CELL_NAMES, Cell, LSTMVariant, Params, make_cell
+from lstm_jax.cells import CELL_NAMES, Cell, LSTMVariant, Params, make_cell, require_lstm
 
 Array = jax.Array
 Dtype = Any
@@ -172,9 +172,7 @@ class LSTMCell(RecurrentCell):
   """
 
   def __post_init__(self) -> None:
-    if isinstance(self.cell, str) and self.cell in BASELINES:
-      raise ValueError(f"cell={self.cell!r} is not an LSTM variant; use RecurrentCell "
-                       "for 'gru' and 'elman'")
+    require_lstm(self.cell)
     super().__post_init__()
 
 

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lstm_jax.cells import BASELINES, CELL_NAMES, Cell, LSTMVariant, Params, make_cell
+from lstm_jax.cells import CELL_NAMES, Cell, LSTMVariant, Params, make_cell, require_lstm
 
 Array = jax.Array
 Dtype = Any
@@ -183,7 +183,5 @@ class LSTMCell(RecurrentCell):
   def __init__(self, in_features: int, features: int, *,
                cell: str | LSTMVariant = "vanilla", **kwargs: Any):
     """Same arguments as :class:`RecurrentCell`."""
-    if isinstance(cell, str) and cell in BASELINES:
-      raise ValueError(f"cell={cell!r} is not an LSTM variant; use RecurrentCell "
-                       "for 'gru' and 'elman'")
+    require_lstm(cell)
     super().__init__(in_features, features, cell=cell, **kwargs)
