@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm_jax import fused
 from lstm_jax.cells import Cell, Params
 
 Array = jax.Array
@@ -160,14 +161,54 @@ def check_remat(remat: Any) -> None:
                      "recompute), 'sqrt' (O(sqrt(T)) memory) or a segment length > 1")
 
 
+IMPLS = ("auto", "fused", "scan")
+"""How a layer is differentiated: ``"scan"`` is JAX's automatic differentiation
+of the scanned step; ``"fused"`` is :mod:`lstm_jax.fused` (a custom backward
+pass, LSTM cells only); ``"auto"`` uses ``"fused"`` wherever it applies
+(:func:`fused_reason`) and ``"scan"`` elsewhere."""
+
+
+def check_impl(impl: Any) -> None:
+  """Raise ValueError unless ``impl`` is one of :data:`IMPLS`."""
+  if not isinstance(impl, str) or impl not in IMPLS:
+    raise ValueError(f"impl={impl!r}: expected one of {', '.join(map(repr, IMPLS))}")
+
+
+def fused_reason(cell: Cell, dtypes: Sequence[Any], remat: Remat = False,
+                 truncate: int = 0) -> str | None:
+  """Why :mod:`lstm_jax.fused` does not cover a layer, or ``None`` when it does.
+
+  Args:
+    cell: the layer's cell.
+    dtypes: dtypes of its inputs, parameters and initial state.
+    remat: the layer's memory policy (the fused layer stores every step, so
+      it covers only ``False``/``"none"``).
+    truncate: truncated BPTT interval (the fused layer covers only 0).
+  """
+  if not (remat is False or remat == "none"):
+    return f"remat={remat!r} (the fused layer stores every step; use remat='none')"
+  if truncate:
+    return f"truncate={truncate} (truncated BPTT runs on the plain scan)"
+  return fused.unsupported(cell, dtypes)
+
+
+def _dtypes(params: Params, xs: Array, state: State) -> list[Any]:
+  leaves = jax.tree_util.tree_leaves(params) + jax.tree_util.tree_leaves(state) + [xs]
+  return [leaf.dtype for leaf in leaves]
+
+
 def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
                lengths: Array | None = None, *, reverse: bool = False,
                unroll: int = 1, remat: Remat = False,
                emit: Callable[[Array], Array] | None = None,
-               truncate: int = 0) -> tuple[Array, State]:
+               truncate: int = 0, impl: str = "auto") -> tuple[Array, State]:
   """The bare scan of ``cell.step`` over time (no validation, no jit).
 
   Meant for use inside a caller's own ``jit``; :func:`rnn` is the checked entry.
+  With ``impl="auto"`` (the default) an LSTM layer that :func:`fused_reason`
+  accepts runs through :func:`lstm_jax.fused.fused_layer` (same values, a
+  faster backward pass, no forward-mode autodiff); anything else is the plain
+  scan below.
 
   Args:
     cell: static cell description.
@@ -187,11 +228,22 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
       gradient through the carry is cut before every step ``t`` with
       ``t % k == 0`` (counted from the scan's first step, so from ``T-1`` in
       a reverse scan); the forward pass is unchanged.
+    impl: ``"auto"``, ``"fused"`` (raise ValueError where it does not apply)
+      or ``"scan"`` (:data:`IMPLS`).
 
   Returns:
     ``(ys [T, B, R], final_state)`` (``ys = emit(y)`` per step with ``emit``);
     ``y`` is zero at padded steps (before ``emit``).
   """
+  if impl != "scan":
+    reason = fused_reason(cell, _dtypes(params, xs, state), remat, truncate)
+    if reason is None:
+      ys, final = fused.fused_layer(cell, params, xs, state, lengths, reverse=reverse,
+                                    unroll=unroll)
+      return (ys if emit is None else jax.vmap(emit)(ys)), final
+    if impl == "fused":
+      raise ValueError(f"impl='fused' does not cover this layer: {reason}; use "
+                       "impl='auto' to fall back to the plain scan")
   time = xs.shape[0]
   chunk = remat_chunk(remat, time)
   step = cell.step
@@ -246,11 +298,12 @@ def _layer_input_size(cell: Cell, layer: int, input_size: int, directions: int) 
 
 
 @functools.partial(jax.jit, static_argnames=("cell", "bidirectional", "reverse", "unroll",
-                                             "remat", "time_major", "batched", "truncate"))
+                                             "remat", "time_major", "batched", "truncate",
+                                             "impl"))
 def _run(cell: Cell, layers: tuple[Any, ...], xs: Array, states: tuple[Any, ...],
          lengths: Array | None, *, bidirectional: bool, reverse: bool, unroll: int,
          remat: Remat, time_major: bool, batched: bool,
-         truncate: int = 0) -> tuple[Array, tuple[Any, ...]]:
+         truncate: int = 0, impl: str = "auto") -> tuple[Array, tuple[Any, ...]]:
   if not batched:
     xs = xs[:, None]
   elif not time_major:
@@ -260,7 +313,7 @@ def _run(cell: Cell, layers: tuple[Any, ...], xs: Array, states: tuple[Any, ...]
   dtype = jnp.promote_types(jnp.float32, jax.tree_util.tree_leaves(layers)[0].dtype)
   zero = functools.partial(cell.initial_state, batch, dtype)
   run = functools.partial(scan_layer, cell, lengths=lengths, unroll=unroll, remat=remat,
-                          truncate=truncate)
+                          truncate=truncate, impl=impl)
   finals = []
   h = xs
   for params, state in zip(layers, states):
@@ -292,7 +345,8 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
                 initial_state: Sequence[State] | None = None, *,
                 lengths: Array | None = None, time_major: bool = False,
                 bidirectional: bool = False, reverse: bool = False, unroll: int = 1,
-                remat: Remat = False, truncate: int = 0) -> tuple[Array, list[State]]:
+                remat: Remat = False, truncate: int = 0,
+                impl: str = "auto") -> tuple[Array, list[State]]:
   """Run a stack of layers of ``cell`` over a sequence (compiled, one program).
 
   Layer ``k > 0`` reads the outputs of layer ``k - 1`` (both directions
@@ -314,6 +368,10 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
       ``"sqrt"`` (O(sqrt(T)) stored states) or a segment length (:data:`Remat`).
     truncate: truncated BPTT: cut the gradient through the state every
       ``truncate`` steps (0: none); see :func:`scan_layer`.
+    impl: ``"auto"`` (default: the fused LSTM layer of :mod:`lstm_jax.fused`
+      where it applies, else the plain scan), ``"fused"`` (an error where it
+      does not apply) or ``"scan"`` (plain autodiff; needed for forward-mode
+      ``jax.jvp``/``jacfwd``). Values agree to rounding.
 
   Returns:
     ``(outputs [B, T, D*R], final_states)`` with one final state (or
@@ -326,6 +384,7 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
   _check_common(cell, unroll, time_major, reverse)
   _check_bool("bidirectional", bidirectional)
   check_remat(remat)
+  check_impl(impl)
   if isinstance(truncate, bool) or not isinstance(truncate, int) or truncate < 0:
     raise ValueError(f"truncate={truncate!r}: expected an integer >= 0 (0: no truncation)")
   if bidirectional and reverse:
@@ -372,15 +431,26 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
         checked.append(_check_state(cell, s, batch, batched, f"initial_state[{k}]"))
     states = tuple(checked)
   lengths = _check_lengths(lengths, batch, time, batched)
+  if impl == "fused":
+    param_dtype = jax.tree_util.tree_leaves(layers)[0].dtype
+    state_dtypes = [leaf.dtype for leaf in jax.tree_util.tree_leaves(states)] or \
+        [jnp.promote_types(jnp.float32, param_dtype)]
+    dtypes = [xs.dtype, *state_dtypes, *(p.dtype for p in jax.tree_util.tree_leaves(layers))]
+    reason = fused_reason(cell, dtypes, remat, truncate)
+    if reason is not None:
+      raise ValueError(f"impl='fused' does not cover this call: {reason}; use "
+                       "impl='auto' to fall back to the plain scan")
   outputs, finals = _run(cell, layers, xs, states, lengths, bidirectional=bidirectional,
                          reverse=reverse, unroll=unroll, remat=remat,
-                         time_major=time_major, batched=batched, truncate=truncate)
+                         time_major=time_major, batched=batched, truncate=truncate,
+                         impl=impl)
   return outputs, list(finals)
 
 
 def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = None, *,
         lengths: Array | None = None, time_major: bool = False, reverse: bool = False,
-        unroll: int = 1, remat: Remat = False, truncate: int = 0) -> tuple[Array, State]:
+        unroll: int = 1, remat: Remat = False, truncate: int = 0,
+        impl: str = "auto") -> tuple[Array, State]:
   """Run one layer of ``cell`` over a sequence with ``lax.scan`` (compiled).
 
   ``carry_t, y_t = cell.step(params, carry_{t-1}, x_t)`` for ``t = 0..T-1``
@@ -400,6 +470,7 @@ def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = Non
     remat: memory policy of the backward pass: ``False``, ``True``/``"step"``,
       ``"sqrt"`` (O(sqrt(T)) stored states) or a segment length (:data:`Remat`).
     truncate: truncated BPTT every ``truncate`` steps (0: none).
+    impl: ``"auto"``, ``"fused"`` or ``"scan"``; see :func:`stacked_rnn`.
 
   Returns:
     ``(outputs [B, T, R], final_state)``; outputs are zero at padded steps.
@@ -410,14 +481,14 @@ def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = Non
   outputs, finals = stacked_rnn(cell, [params], xs,
                                 None if initial_state is None else [initial_state],
                                 lengths=lengths, time_major=time_major, reverse=reverse,
-                                unroll=unroll, remat=remat, truncate=truncate)
+                                unroll=unroll, remat=remat, truncate=truncate, impl=impl)
   return outputs, finals[0]
 
 
 def bidirectional_rnn(cell: Cell, params: dict[str, Params], xs: Array,
                       initial_state: tuple[State, State] | None = None, *,
                       lengths: Array | None = None, time_major: bool = False,
-                      unroll: int = 1, remat: Remat = False
+                      unroll: int = 1, remat: Remat = False, impl: str = "auto"
                       ) -> tuple[Array, tuple[State, State]]:
   """One bidirectional layer: forward and reverse runs, outputs concatenated.
 
@@ -429,7 +500,7 @@ def bidirectional_rnn(cell: Cell, params: dict[str, Params], xs: Array,
     params: ``{"fwd": params, "bwd": params}``.
     xs: ``[B, T, I]`` (or time-major / unbatched).
     initial_state: ``(fwd_state, bwd_state)`` or ``None``.
-    lengths, time_major, unroll, remat: as for :func:`rnn`.
+    lengths, time_major, unroll, remat, impl: as for :func:`rnn`.
 
   Returns:
     ``(outputs [B, T, 2R], (final_fwd, final_bwd))``.
@@ -437,7 +508,7 @@ def bidirectional_rnn(cell: Cell, params: dict[str, Params], xs: Array,
   outputs, finals = stacked_rnn(cell, [params], xs,
                                 None if initial_state is None else [initial_state],
                                 lengths=lengths, time_major=time_major, bidirectional=True,
-                                unroll=unroll, remat=remat)
+                                unroll=unroll, remat=remat, impl=impl)
   return outputs, finals[0]
 
 
