@@ -16,9 +16,11 @@ given the *same* parameters and the *same* inputs):
 
 Implementations:
 
-* ``ours``: ``lstm_jax.rnn`` with the ``vanilla`` cell inside ``jax.jit``
-  (plain autodiff of the ``lax.scan``); ``ours_remat``: the same with
-  ``remat=True`` (each step recomputed in the backward pass).
+* ``ours``: ``lstm_jax.rnn`` with the ``vanilla`` cell inside ``jax.jit``,
+  default options: the fused layer of ``lstm_jax.fused`` (custom backward
+  pass); ``ours_scan``: the same with ``impl="scan"`` (plain autodiff of the
+  ``lax.scan``); ``ours_remat``: ``remat=True`` (each step recomputed in the
+  backward pass; plain scan).
 * ``flax_linen``: ``flax.linen.RNN(flax.linen.OptimizedLSTMCell(H))`` in
   ``jax.jit``.
 * ``flax_nnx``: ``flax.nnx.RNN(flax.nnx.OptimizedLSTMCell(I, H))``, run through
@@ -120,7 +122,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_SHAPES = ((32, 100, 8, 128), (128, 200, 8, 256), (16, 1000, 8, 128),
                   (1, 1000, 8, 64), (256, 50, 64, 512))
 QUICK_SHAPES = ((2, 5, 3, 4), (4, 20, 8, 16))
-JAX_IMPLS = ("ours", "ours_remat", "flax_linen", "flax_nnx")
+JAX_IMPLS = ("ours", "ours_scan", "ours_remat", "flax_linen", "flax_nnx")
 TORCH = "torch"
 CEILING = "ceiling"
 IMPLS = JAX_IMPLS + (TORCH, CEILING)
@@ -244,11 +246,11 @@ class JaxImpl:
 
 
 def _ours(shape: Shape, params: dict[str, np.ndarray], xs: jax.Array, remat: bool,
-          name: str) -> JaxImpl:
+          name: str, impl: str = "auto") -> JaxImpl:
   cell = make_cell(shape)
 
   def loss(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-    ys, _ = lstm_jax.rnn(cell, p, x, remat=remat)
+    ys, _ = lstm_jax.rnn(cell, p, x, remat=remat, impl=impl)
     return jnp.mean(ys ** 2)
 
   return JaxImpl(name, loss, ({k: jnp.asarray(v) for k, v in params.items()}, xs))
@@ -308,6 +310,8 @@ def build_jax_impl(name: str, shape: Shape, params: dict[str, np.ndarray], xs: n
   x = jnp.asarray(xs)
   if name == "ours":
     return _ours(shape, params, x, remat=False, name=name)
+  if name == "ours_scan":
+    return _ours(shape, params, x, remat=False, name=name, impl="scan")
   if name == "ours_remat":
     return _ours(shape, params, x, remat=True, name=name)
   if name == "flax_linen":

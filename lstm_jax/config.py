@@ -21,6 +21,9 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
                       "sqrt" (O(sqrt(T)) stored states) or a segment length ("100")
     tbptt             truncated BPTT: cut gradients through the state every k
                       steps (0: full backpropagation through time)
+    impl              how LSTM layers are differentiated: "auto" (the fused
+                      layer of lstm_jax.fused where it applies), "fused" (error
+                      where it does not) or "scan" (plain autodiff)
     nonfinite         "stop": a NaN/Inf loss, gradient or parameter ends the run
                       (last good checkpoint kept, non-zero exit); "skip": drop
                       that update and count it (metrics "skipped_updates")
@@ -31,12 +34,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
 
 from lstm_jax import init as initializers
 from lstm_jax.cells import CELL_NAMES
 from lstm_jax.models import SequenceModel, make_model
-from lstm_jax.sequence import check_remat
+from lstm_jax.sequence import IMPLS, check_remat, fused_reason
 from lstm_jax.tasks import TASK_NAMES, Task, make_task
 from lstm_jax.training import OPTIMIZERS, SCHEDULES
 
@@ -72,6 +76,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.remat = "none"
   c.nonfinite = "stop"
   c.tbptt = 0
+  c.impl = "auto"
   return c
 
 
@@ -112,6 +117,7 @@ def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
   _choice(o.name, "optimizer.name", OPTIMIZERS)
   _choice(o.schedule, "optimizer.schedule", SCHEDULES)
   _choice(config.nonfinite, "nonfinite", NONFINITE)
+  _choice(config.impl, "impl", IMPLS)
   try:
     check_remat(config.remat)
   except ValueError:
@@ -142,6 +148,11 @@ def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
                        chrono_t_max=float(t_max) if m.bias_init == "chrono" else None)
   except ValueError as err:
     raise ConfigError(f"config.model: {err}") from None
+  if config.impl == "fused":
+    remat = int(config.remat) if str(config.remat).isdigit() else config.remat
+    reason = fused_reason(model.cell, [jnp.float32], remat, config.tbptt)
+    if reason is not None:
+      _fail("impl", config.impl, f"'auto' or 'scan': the fused layer does not cover {reason}")
   return task, model
 
 

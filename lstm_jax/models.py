@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from lstm_jax import init as initializers
 from lstm_jax.cells import Cell, make_cell
-from lstm_jax.sequence import Remat, check_remat, init_stack, scan_layer
+from lstm_jax.sequence import Remat, check_impl, check_remat, init_stack, scan_layer
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -53,18 +53,20 @@ class SequenceModel:
     }
 
   def apply(self, params: Params, inputs: Array, lengths: Array | None = None,
-            *, remat: Remat = False, truncate: int = 0) -> Array:
+            *, remat: Remat = False, truncate: int = 0, impl: str = "auto") -> Array:
     """Outputs ``[B, T, O]`` for inputs ``[B, T, I]`` and lengths ``[B]``.
 
     Jit-able and vmap-able; parameter shapes are checked at trace time. The
     readout runs inside the top layer's scan, so only ``[T, B, O]`` outputs
     are stored (with ``remat="sqrt"``, memory is ``O(sqrt(T))`` plus inputs
     and outputs). ``truncate = k > 0`` cuts the gradient through the
-    recurrent state every ``k`` steps (truncated BPTT). Outputs at padded steps
+    recurrent state every ``k`` steps (truncated BPTT). ``impl`` chooses how
+    LSTM layers are differentiated (:data:`lstm_jax.sequence.IMPLS`). Outputs at padded steps
     are the readout bias (the recurrent output there is zero); tasks mask them
     out.
     """
     check_remat(remat)
+    check_impl(impl)
     readout = params["readout"]
     h = jnp.swapaxes(inputs, 0, 1)
     batch = h.shape[1]
@@ -77,7 +79,7 @@ class SequenceModel:
       top = k == len(params["rnn"]) - 1
       emit = (lambda y: y @ readout["w"] + readout["b"]) if top else None
       h, _ = scan_layer(self.cell, layer, h, self.cell.initial_state(batch, dtype), lengths,
-                        remat=remat, emit=emit, truncate=truncate)
+                        remat=remat, emit=emit, truncate=truncate, impl=impl)
     return jnp.swapaxes(h, 0, 1)
 
 

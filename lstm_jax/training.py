@@ -91,7 +91,7 @@ def _all_finite(tree: Any) -> Array:
 
 def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientTransformation,
                      batch_size: int, num_steps: int, remat: bool | str | int = False,
-                     skip_nonfinite: bool = False, truncate: int = 0
+                     skip_nonfinite: bool = False, truncate: int = 0, impl: str = "auto"
                      ) -> Callable[[TrainState, Array], tuple[TrainState, dict, dict]]:
   """A jitted function running ``num_steps`` training steps for every seed.
 
@@ -101,13 +101,14 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
   ``skip_nonfinite`` a step where they were not leaves params and optimizer
   state unchanged (the step counter still advances, so data stay aligned).
   ``truncate = k > 0`` trains with truncated BPTT (gradients through the
-  state cut every ``k`` steps).
+  state cut every ``k`` steps). ``impl``: see :data:`lstm_jax.sequence.IMPLS`.
   """
   def step(state: TrainState, data_key: Array):
     batch = task.sample(jax.random.fold_in(data_key, state.step), batch_size)
 
     def loss_fn(params):
-      out = model.apply(params, batch.inputs, batch.lengths, remat=remat, truncate=truncate)
+      out = model.apply(params, batch.inputs, batch.lengths, remat=remat, truncate=truncate,
+                        impl=impl)
       return task.loss(out, batch), out
 
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
