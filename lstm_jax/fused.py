@@ -122,8 +122,7 @@ def _forward(variant: LSTMVariant, params: Params, xs: Array, h0: Array, c0: Arr
     if not keep:
       y = h_new if v is None else jnp.where(v[:, None], h_new, 0.0)
       return (h_new, c_new), y
-    acts = jnp.concatenate([getattr(out, name) for name in blocks], axis=-1)
-    return (h_new, c_new), (h_new, c_new, acts)
+    return (h_new, c_new), (h_new, c_new, tuple(getattr(out, name) for name in blocks))
 
   seq = xs if valid is None else (xs, valid)
   (h_t, c_t), out = jax.lax.scan(body, (h0, c0), seq, unroll=unroll)
@@ -147,7 +146,7 @@ def _layer_fwd(variant, params, xs, h0, c0, valid, unroll):
   return (_outputs(hs, valid), h_t, c_t), (params, xs, h0, c0, valid, hs, cs, acts)
 
 
-def _coefficients(variant: LSTMVariant, params: Params, acts: Array, c: Array,
+def _coefficients(variant: LSTMVariant, params: Params, acts: tuple[Array, ...], c: Array,
                   c_prev: Array, valid: Array | None):
   """Per-step coefficients of the linear backward step, for a chunk ``[k, B, ...]``.
 
@@ -155,10 +154,11 @@ def _coefficients(variant: LSTMVariant, params: Params, acts: Array, c: Array,
   (``dh`` for the output gate block, ``dc`` for the others), ``q [k, B, H]`` with
   ``dc = dc_next + dh * q``, ``fc [k, B, H]`` with ``dc_prev = dc * fc``, and
   ``pass_h`` (``[k, B, 1]``, 1 at padded steps, or ``None``) with
-  ``dh_prev = dz W_h^T + dh * pass_h``.
+  ``dh_prev = dz W_h^T + dh * pass_h``. ``acts`` holds the activations of the
+  gate blocks the variant has, in order, each ``[k, B, H]``.
   """
   blocks = variant.blocks
-  parts = dict(zip(blocks, jnp.split(acts, len(blocks), axis=-1)))
+  parts = dict(zip(blocks, acts))
   one = jnp.ones_like(c)
   i = parts.get("i", one)
   g = parts["g"]
@@ -267,12 +267,12 @@ def _layer_bwd(variant, unroll, res, cts):
   if r:  # the last r steps (a partial chunk), processed first
     c_b = cs[m - 1] if m else c0
     h_b = hs[m - 1] if m else h0
-    carry, dx_tail = chunk(carry, (dys[m:], acts[m:], cs[m:], hs[m:], xs[m:],
+    carry, dx_tail = chunk(carry, (dys[m:], tuple(a[m:] for a in acts), cs[m:], hs[m:], xs[m:],
                                    take(empty, m, time), c_b, h_b))
     dx_parts.append(dx_tail)
   if n:
     def split(a):
-      return None if a is None else a[:m].reshape((n, k) + a.shape[1:])
+      return jax.tree_util.tree_map(lambda a: a[:m].reshape((n, k) + a.shape[1:]), a)
     cs_n, hs_n = split(cs), split(hs)
     c_b = jnp.concatenate([c0[None], cs_n[:-1, -1]])
     h_b = jnp.concatenate([h0[None], hs_n[:-1, -1]])
