@@ -333,7 +333,10 @@ def _run(cell: Cell, layers: tuple[Any, ...], xs: Array, states: tuple[Any, ...]
     h = h[:, 0]
     finals = [jax.tree_util.tree_map(lambda a: a[0], f) for f in finals]
   elif not time_major:
-    h = jnp.swapaxes(h, 0, 1)
+    # Materialise the batch-major copy: left to fusion, XLA CPU folds the
+    # transpose into consumers such as a reduction over the outputs, which
+    # then walk memory with a large stride (several times slower at B*H ~ 3e4).
+    h = jax.lax.optimization_barrier(jnp.swapaxes(h, 0, 1))
   return h, tuple(finals)
 
 
