@@ -177,8 +177,30 @@ def lstm_gates(params: Params, carry: LSTMState, x: Array,
   Returns:
     :class:`LSTMGates`; ``c`` and ``h`` are cast to the carry's dtypes.
   """
-  h_prev, c_prev = carry.h, carry.c
-  blocks = variant.blocks
+  z = lstm_preactivations(params, carry, x, variant)
+  return lstm_gates_from_preactivations(params, carry, z, variant)
+
+
+def lstm_preactivations(params: Params, carry: LSTMState, x: Array,
+                        variant: LSTMVariant = LSTMVariant()) -> Array:
+  """The fused gate pre-activations ``z`` of one LSTM step (first half of
+  :func:`lstm_gates`)::
+
+      z        = x W_x + h_prev W_h + b                  (blocks of the variant, in
+                                                          the order i f g o)
+      z        = LN(x W_x) + LN(h_prev W_h) + b          (layer_norm)
+      z_{ifo} += [i, f, o]_prev W_gates                  (gate_recurrence)
+
+  Args:
+    params: LSTM parameters (module docstring).
+    carry: :class:`LSTMState` with ``h [B, R]`` (and ``gates [B, 3H]`` for FGR).
+    x: ``[B, I]`` input.
+    variant: static options.
+
+  Returns:
+    ``z``: ``[B, G*H]``.
+  """
+  h_prev = carry.h
   if variant.layer_norm:
     zx = x @ params["w_x"]
     zh = h_prev @ params["w_h"]
@@ -188,11 +210,31 @@ def lstm_gates(params: Params, carry: LSTMState, x: Array,
       z = z + params["b"]
   else:
     z = G.fused_preactivations(x, h_prev, params["w_x"], params["w_h"], params.get("b"))
+  if variant.gate_recurrence:  # all four blocks are present; g gets no term
+    r_i, r_f, r_o = G.split_gates(carry.gates.astype(z.dtype) @ params["w_gates"], 3)
+    z = z + jnp.concatenate([r_i, r_f, jnp.zeros_like(r_i), r_o], axis=-1)
+  return z
+
+
+def lstm_gates_from_preactivations(params: Params, carry: LSTMState, z: Array,
+                                   variant: LSTMVariant = LSTMVariant()) -> LSTMGates:
+  """The rest of :func:`lstm_gates` given ``z`` (from :func:`lstm_preactivations`).
+
+  Elementwise apart from the projection, so it also applies to stacked steps:
+  ``z [..., G*H]`` with ``carry.c [..., H]`` give gates ``[..., H]``.
+
+  Args:
+    params: LSTM parameters.
+    carry: :class:`LSTMState` with ``h`` and ``c``.
+    z: ``[B, G*H]`` pre-activations.
+    variant: static options.
+
+  Returns:
+    :class:`LSTMGates`; ``c`` and ``h`` are cast to the carry's dtypes.
+  """
+  h_prev, c_prev = carry.h, carry.c
+  blocks = variant.blocks
   parts = dict(zip(blocks, G.split_gates(z, len(blocks))))
-  if variant.gate_recurrence:
-    rec = G.split_gates(carry.gates.astype(z.dtype) @ params["w_gates"], 3)
-    for name, r in zip(("i", "f", "o"), rec):
-      parts[name] = parts[name] + r
   peep = params.get("w_peep") if variant.peepholes else None
   p_i, p_f, p_o = (None, None, None) if peep is None else (peep[0], peep[1], peep[2])
   one = jnp.ones_like(parts["g"])

@@ -48,7 +48,8 @@ from typing import Any, Iterable
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.cells import Cell, LSTMState, LSTMVariant, Params, lstm_gates
+from lstm_jax.cells import (Cell, LSTMState, LSTMVariant, Params, lstm_gates_from_preactivations,
+                            lstm_preactivations)
 
 Array = jax.Array
 
@@ -108,13 +109,15 @@ def _derivative(name: str, value: Array) -> Array:
 
 def _forward(variant: LSTMVariant, params: Params, xs: Array, h0: Array, c0: Array,
              valid: Array | None, unroll: int, keep: bool):
-  """Scan :func:`lstm_gates`; with ``keep`` also return what the backward needs."""
-  blocks = variant.blocks
+  """Scan :func:`lstm_jax.cells.lstm_gates` (as its two halves); with ``keep``
+  also return each step's pre-activations and state for the backward pass."""
 
   def body(carry, inp):
     h, c = carry
     x, v = inp if valid is not None else (inp, None)
-    out = lstm_gates(params, LSTMState(h, c), x, variant)
+    state = LSTMState(h, c)
+    z = lstm_preactivations(params, state, x, variant)
+    out = lstm_gates_from_preactivations(params, state, z, variant)
     h_new, c_new = out.h, out.c
     if v is not None:
       h_new = jnp.where(v[:, None], h_new, h)
@@ -122,7 +125,7 @@ def _forward(variant: LSTMVariant, params: Params, xs: Array, h0: Array, c0: Arr
     if not keep:
       y = h_new if v is None else jnp.where(v[:, None], h_new, 0.0)
       return (h_new, c_new), y
-    return (h_new, c_new), (h_new, c_new, tuple(getattr(out, name) for name in blocks))
+    return (h_new, c_new), (h_new, c_new, z)
 
   seq = xs if valid is None else (xs, valid)
   (h_t, c_t), out = jax.lax.scan(body, (h0, c0), seq, unroll=unroll)
@@ -141,34 +144,25 @@ def _layer(variant: LSTMVariant, params: Params, xs: Array, h0: Array, c0: Array
 
 
 def _layer_fwd(variant, params, xs, h0, c0, valid, unroll):
-  (h_t, c_t), (hs, cs, acts) = _forward(variant, params, xs, h0, c0, valid, unroll,
-                                        keep=True)
-  return (_outputs(hs, valid), h_t, c_t), (params, xs, h0, c0, valid, hs, cs, acts)
+  (h_t, c_t), (hs, cs, zs) = _forward(variant, params, xs, h0, c0, valid, unroll,
+                                      keep=True)
+  return (_outputs(hs, valid), h_t, c_t), (params, xs, h0, c0, valid, hs, cs, zs)
 
 
-def _coefficients(variant: LSTMVariant, params: Params, acts: tuple[Array, ...], c: Array,
-                  c_prev: Array, valid: Array | None):
+def _coefficients(variant: LSTMVariant, params: Params, z: Array, c: Array,
+                  c_prev: Array, h_prev: Array, valid: Array | None):
   """Per-step coefficients of the linear backward step, for a chunk ``[k, B, ...]``.
 
   Returns ``(a, q, fc, pass_h)``: ``a [k, B, G*H]`` with ``dz = [dc, .., dh] * a``
   (``dh`` for the output gate block, ``dc`` for the others), ``q [k, B, H]`` with
   ``dc = dc_next + dh * q``, ``fc [k, B, H]`` with ``dc_prev = dc * fc``, and
   ``pass_h`` (``[k, B, 1]``, 1 at padded steps, or ``None``) with
-  ``dh_prev = dz W_h^T + dh * pass_h``. ``acts`` holds the activations of the
-  gate blocks the variant has, in order, each ``[k, B, H]``.
+  ``dh_prev = dz W_h^T + dh * pass_h``. The gate activations are recomputed
+  from the stored pre-activations ``z [k, B, G*H]`` for the whole chunk at once.
   """
   blocks = variant.blocks
-  parts = dict(zip(blocks, acts))
-  one = jnp.ones_like(c)
-  i = parts.get("i", one)
-  g = parts["g"]
-  if variant.forget_gate == "learned":
-    f = parts["f"]
-  elif variant.forget_gate == "coupled":
-    f = 1.0 - i
-  else:
-    f = one
-  o = parts.get("o", one)
+  gates = lstm_gates_from_preactivations(params, LSTMState(h_prev, c_prev), z, variant)
+  i, f, g, o = gates.i, gates.f, gates.g, gates.o
   s = jnp.tanh(c) if variant.output_activation == "tanh" else c
   peep = params.get("w_peep") if variant.peepholes else None
 
@@ -201,7 +195,7 @@ def _coefficients(variant: LSTMVariant, params: Params, acts: tuple[Array, ...],
 
 
 def _layer_bwd(variant, unroll, res, cts):
-  params, xs, h0, c0, valid, hs, cs, acts = res
+  params, xs, h0, c0, valid, hs, cs, zs = res
   dys, dh_t, dc_t = cts
   time, batch, in_size = xs.shape
   hidden = c0.shape[-1]
@@ -229,11 +223,11 @@ def _layer_bwd(variant, unroll, res, cts):
 
   def chunk(carry, inp):
     dh_rec, dc_next, grads = carry
-    dy, act, c, h, x, v, c_before, h_before = inp
+    dy, z, c, h, x, v, c_before, h_before = inp
     k = dy.shape[0]
     c_prev = jnp.concatenate([c_before[None], c[:-1]])
     h_prev = jnp.concatenate([h_before[None], h[:-1]])
-    a, q, fc, ph = _coefficients(variant, params, act, c, c_prev, v)
+    a, q, fc, ph = _coefficients(variant, params, z, c, c_prev, h_prev, v)
     (dh_rec, dc_next), dz = jax.lax.scan(step, (dh_rec, dc_next), (dy, a, q, fc, ph),
                                          reverse=True, unroll=unroll)
     rows = k * batch
@@ -267,7 +261,7 @@ def _layer_bwd(variant, unroll, res, cts):
   if r:  # the last r steps (a partial chunk), processed first
     c_b = cs[m - 1] if m else c0
     h_b = hs[m - 1] if m else h0
-    carry, dx_tail = chunk(carry, (dys[m:], tuple(a[m:] for a in acts), cs[m:], hs[m:], xs[m:],
+    carry, dx_tail = chunk(carry, (dys[m:], zs[m:], cs[m:], hs[m:], xs[m:],
                                    take(empty, m, time), c_b, h_b))
     dx_parts.append(dx_tail)
   if n:
@@ -277,7 +271,7 @@ def _layer_bwd(variant, unroll, res, cts):
     c_b = jnp.concatenate([c0[None], cs_n[:-1, -1]])
     h_b = jnp.concatenate([h0[None], hs_n[:-1, -1]])
     carry, dx_main = jax.lax.scan(
-        chunk, carry, (split(dys), split(acts), cs_n, hs_n, split(xs), split(empty), c_b, h_b),
+        chunk, carry, (split(dys), split(zs), cs_n, hs_n, split(xs), split(empty), c_b, h_b),
         reverse=True)
     dx_parts.insert(0, dx_main.reshape((m, batch, in_size)))
   dh0, dc0, grads = carry
