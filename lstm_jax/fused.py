@@ -233,8 +233,13 @@ def _layer_bwd(variant, unroll, res, cts):
     rows = k * batch
     dz2 = dz.reshape(rows, width)
     new = dict(grads)
-    new["w_h"] = grads["w_h"] + h_prev.reshape(rows, -1).T @ dz2
-    new["w_x"] = grads["w_x"] + x.reshape(rows, in_size).T @ dz2
+    # Transposed copies, kept apart from the products: folded into them, the
+    # products of a vmapped layer (a batch of models) leave XLA CPU's fast
+    # matmul path.
+    h_t, x_t = jax.lax.optimization_barrier((h_prev.reshape(rows, -1).T,
+                                             x.reshape(rows, in_size).T))
+    new["w_h"] = grads["w_h"] + h_t @ dz2
+    new["w_x"] = grads["w_x"] + x_t @ dz2
     if "b" in grads:
       new["b"] = grads["b"] + dz2.sum(0)
     if peep:
