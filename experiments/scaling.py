@@ -49,8 +49,11 @@ def memory_row(time_steps: int, remat: str, *, batch: int = 8, hidden: int = 64,
 
 
 def seeds_row(num_seeds: int, *, batch: int = 32, time_steps: int = 100, inputs: int = 8,
-              hidden: int = 128, steps: int = 10, rounds: int = 5) -> dict:
-  """Sequences/s of ``num_seeds`` models trained together (vmapped), median of rounds."""
+              hidden: int = 128, steps: int = 10, rounds: int = 5, impl: str = "auto") -> dict:
+  """Sequences/s of ``num_seeds`` models trained together (vmapped), median of rounds.
+
+  ``impl`` goes through :func:`lstm_jax.training.seed_impl`, as in a run.
+  """
   model = make_model("vanilla", hidden, inputs)
   optimizer = training.make_optimizer()
   init_keys, data_keys, _ = training.seed_keys(0, num_seeds)
@@ -68,14 +71,15 @@ def seeds_row(num_seeds: int, *, batch: int = 32, time_steps: int = 100, inputs:
     def per_sequence(self, out, batch):
       return {"error": jnp.mean((out - batch.targets) ** 2, axis=(1, 2))}
 
-  chunk = training.make_train_chunk(model, _Task(), optimizer, batch, steps)
+  used = training.seed_impl(impl, num_seeds)
+  chunk = training.make_train_chunk(model, _Task(), optimizer, batch, steps, impl=used)
   state, *_ = jax.block_until_ready(chunk(state, data_keys))  # compile
   rates = []
   for _ in range(rounds):
     t0 = time.perf_counter()
     state, *_ = jax.block_until_ready(chunk(state, data_keys))
     rates.append(num_seeds * batch * steps / (time.perf_counter() - t0))
-  return {"seeds": num_seeds, "sequences_per_s": statistics.median(rates)}
+  return {"seeds": num_seeds, "impl": used, "sequences_per_s": statistics.median(rates)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   sds.add_argument("--seeds", default="1,8")
   sds.add_argument("--shape", default="32,100,8,128", help="B,T,I,H")
   sds.add_argument("--rounds", type=int, default=5)
+  sds.add_argument("--impls", default="auto,scan",
+                   help="layer implementations to measure (auto: fused for one seed)")
   args = parser.parse_args(argv)
   print(f"# {jax.devices()[0].platform}, jax {jax.__version__}")
   if args.what == "memory":
@@ -101,13 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{r.get('step_s', float('nan')):.1f} | {r.get('finite', '-')} |", flush=True)
   else:
     b, t, i, h = map(int, args.shape.split(","))
-    rows = [seeds_row(s, batch=b, time_steps=t, inputs=i, hidden=h, rounds=args.rounds)
-            for s in map(int, args.seeds.split(","))]
+    rows = [seeds_row(s, batch=b, time_steps=t, inputs=i, hidden=h, rounds=args.rounds,
+                      impl=impl)
+            for impl in args.impls.split(",") for s in map(int, args.seeds.split(","))]
     base = rows[0]["sequences_per_s"]
-    print("| seeds | sequences/s | x first row |")
-    print("|---:|---:|---:|")
+    print("| seeds | impl used | sequences/s | x first row |")
+    print("|---:|---|---:|---:|")
     for r in rows:
-      print(f"| {r['seeds']} | {r['sequences_per_s']:,.0f} | {r['sequences_per_s'] / base:.2f} |")
+      print(f"| {r['seeds']} | {r['impl']} | {r['sequences_per_s']:,.0f} | "
+            f"{r['sequences_per_s'] / base:.2f} |")
   return 0
 
 

@@ -22,8 +22,10 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     tbptt             truncated BPTT: cut gradients through the state every k
                       steps (0: full backpropagation through time)
     impl              how LSTM layers are differentiated: "auto" (the fused
-                      layer of lstm_jax.fused where it applies), "fused" (error
-                      where it does not) or "scan" (plain autodiff)
+                      layer of lstm_jax.fused where it applies, for one seed;
+                      the plain scan for num_seeds > 1, see
+                      training.seed_impl), "fused" (error where it does not
+                      apply) or "scan" (plain autodiff)
     nonfinite         "stop": a NaN/Inf loss, gradient or parameter ends the run
                       (last good checkpoint kept, non-zero exit); "skip": drop
                       that update and count it (metrics "skipped_updates")

@@ -188,7 +188,8 @@ def _train(config, workdir, task, model, progress, caught) -> dict[str, Any]:
   chunk = training.make_train_chunk(model, task, optimizer, batch_size, config.log_every,
                                     remat=config.remat,
                                     skip_nonfinite=config.nonfinite == "skip",
-                                    truncate=config.tbptt, impl=config.impl)
+                                    truncate=config.tbptt,
+                                    impl=training.seed_impl(config.impl, num_seeds))
   evaluate = training.make_eval(model, task, eval_size)
   writers = _Writers(workdir, num_seeds)
   cached: dict[int, list[dict[str, float]]] = {}

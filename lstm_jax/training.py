@@ -89,6 +89,18 @@ def _all_finite(tree: Any) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
+def seed_impl(impl: str, num_seeds: int) -> str:
+  """The layer implementation a run of ``num_seeds`` vmapped seeds uses.
+
+  ``"auto"`` becomes ``"scan"`` when ``num_seeds > 1``: with a batch of
+  models, XLA CPU runs the fused layer's products as batched matmuls and its
+  vectorised backward work through layout copies, and the plain scan was
+  measured 10-25% faster (3 seeds at H=32, 8 seeds at H=128). One seed keeps
+  the fused layer. ``"fused"`` and ``"scan"`` are kept as given.
+  """
+  return "scan" if impl == "auto" and num_seeds > 1 else impl
+
+
 def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientTransformation,
                      batch_size: int, num_steps: int, remat: bool | str | int = False,
                      skip_nonfinite: bool = False, truncate: int = 0, impl: str = "auto"

@@ -10,6 +10,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lstm_jax import config as config_lib
@@ -58,10 +59,33 @@ def test_every_config_file_builds_its_task_and_model():
     ("tbptt", -1, r"config.tbptt=-1 .*integer >= 0"),
     ("remat", "log", r"config.remat='log' .*'sqrt'"),
     ("nonfinite", "ignore", r"config.nonfinite='ignore' .*stop, skip"),
+    ("impl", "fast", r"config.impl='fast' .*auto, fused, scan"),
 ])
 def test_bad_config_values_name_the_field(field, value, pattern):
   with pytest.raises(config_lib.ConfigError, match=pattern):
     config_lib.validate(_quick(**{field: value}))
+
+
+def test_fused_impl_refused_where_it_does_not_apply():
+  with pytest.raises(config_lib.ConfigError, match=r"config.impl='fused' .*remat='sqrt'"):
+    config_lib.validate(_quick(impl="fused", remat="sqrt"))
+  with pytest.raises(config_lib.ConfigError, match=r"config.impl='fused' .*cell kind 'gru'"):
+    cfg = _quick(impl="fused")
+    cfg.model.cell = "gru"
+    config_lib.validate(cfg)
+  config_lib.validate(_quick(impl="fused"))
+
+
+def test_run_with_fused_and_plain_layers_agree(tmp_path):
+  """One seed with the fused layer and with the plain scan: same training curve
+  up to float32 rounding."""
+  a = train_and_evaluate(_quick(impl="fused", budget_sequences=160), str(tmp_path / "f"),
+                         progress=False)
+  b = train_and_evaluate(_quick(impl="scan", budget_sequences=160), str(tmp_path / "s"),
+                         progress=False)
+  assert a["status"] == b["status"] == "finished"
+  la, lb = _train_lines(str(tmp_path / "f")), _train_lines(str(tmp_path / "s"))
+  np.testing.assert_allclose([l["loss"] for l in la], [l["loss"] for l in lb], rtol=1e-4)
 
 
 def test_end_to_end_run_writes_every_output(tmp_path):

@@ -242,3 +242,11 @@ def test_fused_layer_with_emit_matches_scan():
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
                          loss("fused"), loss("scan"))
 
+
+
+def test_seed_impl_policy():
+  from lstm_jax import training
+  assert training.seed_impl("auto", 1) == "auto"
+  assert training.seed_impl("auto", 3) == "scan"
+  assert training.seed_impl("fused", 3) == "fused"
+  assert training.seed_impl("scan", 1) == "scan"

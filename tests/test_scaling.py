@@ -16,6 +16,8 @@ def test_seeds_row_counts_every_seed():
   two = scaling.seeds_row(2, batch=2, time_steps=3, inputs=2, hidden=4, steps=2, rounds=1)
   assert one["seeds"] == 1 and two["seeds"] == 2
   assert one["sequences_per_s"] > 0 and two["sequences_per_s"] > 0
+  # "auto" is the fused layer for one seed and the plain scan for a batch of seeds.
+  assert one["impl"] == "auto" and two["impl"] == "scan"
 
 
 def test_cli_prints_tables(capsys):
