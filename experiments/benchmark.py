@@ -40,8 +40,10 @@ Implementations:
 
 Method: all implementations are compiled (first call timed), then run in the
 same process round-robin: each round runs every implementation (the order
-rotates from round to round) for a fixed number of iterations per mode,
-calibrated once so that one turn takes about ``--target_s``; the torch
+rotates from round to round; each turn starts after a ``--settle_s`` pause, so
+the previous implementation's spinning worker threads are idle) for a fixed
+number of iterations per mode, calibrated once so that one turn takes about
+``--target_s``; the torch
 subprocess is driven round by round over stdin/stdout (one JSON line each way),
 so it alternates with the JAX implementations. Every call is waited for
 (``block_until_ready`` / ``.item()`` / CUDA sync) before the next, so each
@@ -582,7 +584,8 @@ def _log(verbose: bool, text: str) -> None:
 
 def run_shape(shape: Shape, impls: Sequence[str] = IMPLS, *, rounds: int = 5,
               target_s: float = 0.25, max_iters: int = 1000, seed: int = 0,
-              torch_threads: int = 0, verbose: bool = False) -> dict[str, Any]:
+              torch_threads: int = 0, verbose: bool = False,
+              settle_s: float = 0.2) -> dict[str, Any]:
   """Benchmark every implementation in ``impls`` at ``shape``, round-robin.
 
   Args:
@@ -596,6 +599,9 @@ def run_shape(shape: Shape, impls: Sequence[str] = IMPLS, *, rounds: int = 5,
     torch_threads: ``torch.set_num_threads`` of the torch subprocess; 0 for
       the number of cores.
     verbose: progress lines on stderr.
+    settle_s: pause before each implementation's turn, so the worker threads
+      of the previous one (XLA's pool, torch's OpenMP team, which spin for a
+      while after their work) are idle when the clock starts.
 
   Returns:
     ``{"shape", "flops", "implementations": {name: {"loss", "train",
@@ -695,6 +701,7 @@ def run_shape(shape: Shape, impls: Sequence[str] = IMPLS, *, rounds: int = 5,
     for r in range(rounds):
       order = names[r % len(names):] + names[:r % len(names)] if names else []
       for name in order:
+        time.sleep(settle_s)
         try:
           seconds = runners[name](iters[name])
         except RuntimeError as err:  # the torch worker failed mid-run
@@ -790,6 +797,7 @@ def _load_avg() -> float | None:
 def run_benchmark(shapes: Iterable[Shape] = tuple(Shape(*s) for s in DEFAULT_SHAPES),
                   impls: Sequence[str] = IMPLS, *, rounds: int = 5, target_s: float = 0.25,
                   max_iters: int = 1000, seed: int = 0, torch_threads: int = 0,
+                  settle_s: float = 0.2,
                   json_path: str | None = None, verbose: bool = False) -> dict[str, Any]:
   """Run :func:`run_shape` for every shape; optionally write everything as JSON.
 
@@ -808,6 +816,7 @@ def run_benchmark(shapes: Iterable[Shape] = tuple(Shape(*s) for s in DEFAULT_SHA
       "environment": env,
       "settings": {"impls": list(impls), "rounds": rounds, "target_s": target_s,
                    "max_iters": max_iters, "seed": seed, "torch_threads": torch_threads,
+                   "settle_s": settle_s,
                    "shapes": [s.as_dict() for s in shapes]},
       "results": [],
   }
@@ -815,7 +824,8 @@ def run_benchmark(shapes: Iterable[Shape] = tuple(Shape(*s) for s in DEFAULT_SHA
     _log(verbose, f"{shape.label}:")
     report["results"].append(run_shape(shape, impls, rounds=rounds, target_s=target_s,
                                        max_iters=max_iters, seed=seed,
-                                       torch_threads=torch_threads, verbose=verbose))
+                                       torch_threads=torch_threads, verbose=verbose,
+                                       settle_s=settle_s))
     torch_info = report["results"][-1]["implementations"].get(TORCH)
     if torch_info and "torch" not in env:
       env["torch"] = torch_info["version"]
@@ -946,6 +956,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--torch_threads", type=int, default=0,
                       help="torch.set_num_threads in the torch subprocess (default 0: the "
                            "number of cores)")
+  parser.add_argument("--settle_s", type=float, default=None,
+                      help="pause before each implementation's turn so the previous one's "
+                           "threads are idle (default 0.2; quick 0)")
   parser.add_argument("--quick", action="store_true",
                       help="tiny shapes and rounds (seconds; for tests and smoke runs)")
   parser.add_argument("--json", default=None, metavar="PATH", help="write all numbers here")
@@ -974,10 +987,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds = args.rounds if args.rounds is not None else (2 if args.quick else 5)
     target_s = args.target_s if args.target_s is not None else (0.02 if args.quick else 0.25)
     max_iters = args.max_iters if args.max_iters is not None else (5 if args.quick else 1000)
+    settle_s = args.settle_s if args.settle_s is not None else (0.0 if args.quick else 0.2)
+    if settle_s < 0:
+      raise ValueError(f"--settle_s={settle_s}: expected >= 0")
     report = run_benchmark(shapes, impls, rounds=rounds, target_s=target_s,
                            max_iters=max_iters, seed=args.seed,
-                           torch_threads=args.torch_threads, json_path=args.json,
-                           verbose=not args.quiet)
+                           torch_threads=args.torch_threads, settle_s=settle_s,
+                           json_path=args.json, verbose=not args.quiet)
   except ValueError as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
