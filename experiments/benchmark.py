@@ -30,6 +30,9 @@ Implementations:
   thread pool, ``torch.set_num_threads(<cores>)`` unless ``--torch_threads``
   says otherwise, does not compete with XLA's), on CUDA when available; skipped
   with a message when torch is absent.
+* ``jax_cudnn``: ``jax.experimental.rnn.lstm`` (cuDNN's LSTM through JAX),
+  GPU only; skipped with a message elsewhere. Same parameters, packed into
+  cuDNN's flat weight vector (:func:`cudnn_weights`).
 * ``ceiling``: not an LSTM: a bare ``lax.scan`` of only the recurrent matmul
   ``z = h @ W`` (``[B, H] x [H, 4H]``), folded back to ``[B, H]`` with
   ``h = tanh(z_i + z_f + z_g + z_o)`` (the sum of its four ``H``-column
@@ -125,11 +128,14 @@ DEFAULT_SHAPES = ((32, 100, 8, 128), (128, 200, 8, 256), (16, 1000, 8, 128),
                   (1, 1000, 8, 64), (256, 50, 64, 512))
 QUICK_SHAPES = ((2, 5, 3, 4), (4, 20, 8, 16))
 JAX_IMPLS = ("ours", "ours_scan", "ours_remat", "flax_linen", "flax_nnx")
+CUDNN = "jax_cudnn"
 TORCH = "torch"
 CEILING = "ceiling"
-IMPLS = JAX_IMPLS + (TORCH, CEILING)
+IMPLS = JAX_IMPLS + (CUDNN, TORCH, CEILING)
 MODES = ("train", "forward")
 PEERS = (TORCH, "flax_linen")
+CUDNN_NEEDS_GPU = ("jax.experimental.rnn.lstm runs on cuDNN only; skipped on {platform} "
+                   "(it runs when the benchmark runs on a GPU)")
 TORCH_MISSING = "torch not installed: skipping torch.nn.LSTM (pip install torch==2.13.0)"
 
 
@@ -285,6 +291,30 @@ def _flax_nnx(shape: Shape, params: dict[str, np.ndarray], xs: jax.Array) -> Jax
   return JaxImpl("flax_nnx", loss, (state, xs))
 
 
+def cudnn_weights(params: dict[str, np.ndarray]) -> np.ndarray:
+  """Our one-layer LSTM parameters as cuDNN's flat weight vector.
+
+  ``jax.experimental.rnn`` packs ``W_ih [4H, I]``, ``W_hh [4H, H]``, ``b_ih``,
+  ``b_hh`` (gate order i, f, g, o, as ours) in that order; ours are
+  ``w_x = W_ih^T``, ``w_h = W_hh^T`` and one bias, so ``b_hh = 0``.
+  """
+  w_x, w_h, b = (np.asarray(params[k], np.float32) for k in ("w_x", "w_h", "b"))
+  return np.concatenate([w_x.T.ravel(), w_h.T.ravel(), b, np.zeros_like(b)])
+
+
+def _jax_cudnn(shape: Shape, params: dict[str, np.ndarray], xs: jax.Array) -> JaxImpl:
+  from jax.experimental import rnn as jrnn  # pylint: disable=import-outside-toplevel
+  weights = jnp.asarray(cudnn_weights(params))
+  lengths = jnp.full((shape.B,), shape.T, jnp.int32)
+  zeros = jnp.zeros((1, shape.B, shape.H), jnp.float32)
+
+  def loss(w: jax.Array, x: jax.Array) -> jax.Array:
+    ys, _, _ = jrnn.lstm(x, zeros, zeros, w, lengths, shape.I, shape.H, 1, 0.0, False)
+    return jnp.mean(ys ** 2)
+
+  return JaxImpl(CUDNN, loss, (weights, xs))
+
+
 def _ceiling(shape: Shape, seed: int) -> JaxImpl:
   k_w, k_h = jax.random.split(jax.random.key(seed + 1))
   w = jax.random.normal(k_w, (shape.H, 4 * shape.H), jnp.float32) / math.sqrt(4 * shape.H)
@@ -308,7 +338,7 @@ def _ceiling(shape: Shape, seed: int) -> JaxImpl:
 
 def build_jax_impl(name: str, shape: Shape, params: dict[str, np.ndarray], xs: np.ndarray,
                    seed: int = 0) -> JaxImpl:
-  """Build JAX implementation ``name`` (one of :data:`JAX_IMPLS` or ``"ceiling"``)."""
+  """Build JAX implementation ``name`` (:data:`JAX_IMPLS`, ``"jax_cudnn"`` or ``"ceiling"``)."""
   x = jnp.asarray(xs)
   if name == "ours":
     return _ours(shape, params, x, remat=False, name=name)
@@ -322,8 +352,10 @@ def build_jax_impl(name: str, shape: Shape, params: dict[str, np.ndarray], xs: n
     return _flax_nnx(shape, params, x)
   if name == CEILING:
     return _ceiling(shape, seed)
+  if name == CUDNN:
+    return _jax_cudnn(shape, params, x)
   raise ValueError(f"unknown JAX implementation {name!r}; allowed: "
-                   f"{', '.join(JAX_IMPLS + (CEILING,))}")
+                   f"{', '.join(JAX_IMPLS + (CUDNN, CEILING))}")
 
 
 def _call_blocking(fn: Callable[..., Any], args: Sequence[Any]) -> Any:
@@ -624,8 +656,13 @@ def run_shape(shape: Shape, impls: Sequence[str] = IMPLS, *, rounds: int = 5,
 
   # Compile every JAX implementation (before torch starts, so nothing competes).
   jax_impls = {}
+  platform = jax.devices()[0].platform
   for name in impls:
     if name == TORCH:
+      continue
+    if name == CUDNN and platform != "gpu":
+      skipped[name] = CUDNN_NEEDS_GPU.format(platform=platform)
+      _log(verbose, f"  {shape.label} {name}: {skipped[name]}")
       continue
     entry: dict[str, Any] = {}
     first_s[name], steady = {}, {}
@@ -925,13 +962,17 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def notes(report: dict[str, Any]) -> str:
-  """Per-shape check that every implementation computed the same loss."""
-  out = []
+  """Per-shape check that every implementation computed the same loss, and
+  the implementations that did not run (once each, with the reason)."""
+  out, skipped = [], {}
   for res in report["results"]:
     diff = res.get("loss_max_rel_diff")
     if diff is not None:
       flag = "" if diff < 1e-4 else "  <-- implementations DISAGREE"
       out.append(f"- {res['label']}: largest relative loss difference to ours: {diff:.1e}{flag}")
+    for name, reason in res.get("skipped", {}).items():
+      skipped.setdefault(name, reason)
+  out += [f"- not run: {name}: {reason}" for name, reason in skipped.items()]
   return "\n".join(out)
 
 

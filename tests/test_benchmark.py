@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import lstm_jax
 from experiments import benchmark as bm
 from lstm_jax import interop
 
@@ -181,3 +183,34 @@ def test_torch_subprocess_round_robin():
     assert o["ratio_flax_linen"] is None  # linen was not run
   table = bm.markdown_table({"results": [res]})
   assert "| torch |" in table and "| ours |" in table
+
+
+def test_cudnn_weights_match_ours_through_the_reference_lstm():
+  """Our parameters packed for jax.experimental.rnn give our outputs through its
+  pure-JAX reference (lstm_ref), so the GPU-only cuDNN row uses the same model."""
+  from jax.experimental import rnn as jrnn
+  shape = bm.Shape(3, 5, 2, 4)
+  params, xs = bm.make_problem(shape, seed=2)
+  flat = bm.cudnn_weights(params)
+  assert flat.shape == (jrnn.get_num_params_in_lstm(shape.I, shape.H, 1, False),)
+  w_ih, w_hh, b_ih, b_hh = jrnn.unpack_lstm_weights(jnp.asarray(flat), shape.I, shape.H, 1,
+                                                    False)
+  zeros = jnp.zeros((1, shape.B, shape.H))
+  ys, _, _ = jrnn.lstm_ref(jnp.asarray(xs), zeros, zeros, w_ih, w_hh, b_ih, b_hh,
+                           jnp.full((shape.B,), shape.T, jnp.int32), shape.I, shape.H, 1,
+                           0.0, False)
+  ours, _ = lstm_jax.rnn(bm.make_cell(shape), {k: jnp.asarray(v) for k, v in params.items()},
+                         jnp.asarray(xs))
+  np.testing.assert_allclose(ys, ours, rtol=1e-5, atol=1e-6)
+
+
+def test_cudnn_row_runs_on_gpu_and_is_skipped_with_a_message_elsewhere():
+  res = bm.run_shape(TINY, ("ours", "jax_cudnn"), **FAST)
+  platform = jax.devices()[0].platform
+  if platform == "gpu":
+    assert res["implementations"]["jax_cudnn"]["loss"] == pytest.approx(
+        res["implementations"]["ours"]["loss"], rel=1e-4)
+  else:
+    assert list(res["implementations"]) == ["ours"]
+    assert "cuDNN" in res["skipped"]["jax_cudnn"] and platform in res["skipped"]["jax_cudnn"]
+    assert "jax_cudnn" in bm.notes({"results": [res]})
