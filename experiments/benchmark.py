@@ -962,17 +962,13 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def notes(report: dict[str, Any]) -> str:
-  """Per-shape check that every implementation computed the same loss, and
-  the implementations that did not run (once each, with the reason)."""
-  out, skipped = [], {}
+  """Per-shape check that every implementation computed the same loss."""
+  out = []
   for res in report["results"]:
     diff = res.get("loss_max_rel_diff")
     if diff is not None:
       flag = "" if diff < 1e-4 else "  <-- implementations DISAGREE"
       out.append(f"- {res['label']}: largest relative loss difference to ours: {diff:.1e}{flag}")
-    for name, reason in res.get("skipped", {}).items():
-      skipped.setdefault(name, reason)
-  out += [f"- not run: {name}: {reason}" for name, reason in skipped.items()]
   return "\n".join(out)
 
 
