@@ -5,6 +5,8 @@ Layers of the library (each imports only the ones before it)::
     gates     the four parts of the cell: i, f, o gates, cell update, h = o * tanh(c)
     cells     one step of an LSTM variant, GRU or Elman RNN; Cell descriptions
     init      initialisers by name (forget bias, chrono, orthogonal, 1997 scheme)
+    fused     a whole LSTM layer with a hand-written backward pass (the default
+              where it applies; see sequence.IMPLS)
     sequence  lax.scan over time: lengths, reverse, stacks, bidirectional
     linen     flax.linen cells over the same functions
     nnx       flax.nnx cells over the same functions
@@ -17,11 +19,13 @@ on first use, so ``import lstm_jax`` stays light.
 
 import importlib
 
+from lstm_jax import fused
 from lstm_jax import gates
 from lstm_jax import init
 from lstm_jax import interop
 from lstm_jax.cells import (BASELINES, CELL_NAMES, VARIANTS, Cell, LSTMGates, LSTMState,
-                            LSTMVariant, elman_step, gru_step, lstm_gates, lstm_step,
+                            LSTMVariant, elman_step, gru_step, lstm_gates,
+                            lstm_gates_from_preactivations, lstm_preactivations, lstm_step,
                             make_cell)
 from lstm_jax.sequence import (bidirectional_rnn, init_stack, rnn, scan_layer,
                                stacked_rnn)
@@ -38,6 +42,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "BASELINES", "CELL_NAMES", "VARIANTS", "Cell", "LSTMGates", "LSTMState", "LSTMVariant",
-    "bidirectional_rnn", "elman_step", "gates", "gru_step", "init", "interop", "init_stack",
-    "lstm_gates", "lstm_step", "make_cell", "rnn", "scan_layer", "stacked_rnn",
+    "bidirectional_rnn", "elman_step", "fused", "gates", "gru_step", "init", "interop",
+    "init_stack", "lstm_gates", "lstm_gates_from_preactivations", "lstm_preactivations",
+    "lstm_step", "make_cell", "rnn", "scan_layer", "stacked_rnn",
 ]
