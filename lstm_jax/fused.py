@@ -1,7 +1,7 @@
 """A whole-sequence LSTM layer with a hand-written backward pass (custom VJP).
 
 The forward pass is the reference step, :func:`lstm_jax.cells.lstm_gates`,
-scanned over time; it keeps each step's gate activations and the state. The
+scanned over time; it keeps each step's pre-activations ``z`` and state. The
 backward pass replaces JAX's automatic transpose of the scan with a cheaper
 schedule:
 
@@ -204,7 +204,7 @@ def _layer_bwd(variant, unroll, res, cts):
   if valid is not None:
     dys = jnp.where(valid[..., None], dys, 0.0)
   w_h = params["w_h"]
-  o_slice = slice(blocks.index("o") * hidden, None) if "o" in blocks else None
+  has_o = "o" in blocks  # the last block when present (order i, f, g, o)
   peep = variant.peepholes and "w_peep" in params
 
   def step(carry, inp):
@@ -213,7 +213,7 @@ def _layer_bwd(variant, unroll, res, cts):
     dh = dy + dh_rec
     dc = dc_next + dh * q
     wide = [dc] * len(blocks)
-    if o_slice is not None:
+    if has_o:
       wide[-1] = dh
     dz = jnp.concatenate(wide, axis=-1) * a
     dh_prev = jax.lax.dot_general(dz, w_h, (((1,), (1,)), ((), ())))
@@ -257,17 +257,12 @@ def _layer_bwd(variant, unroll, res, cts):
   k = backward_chunk(time, batch, width, jnp.dtype(xs.dtype).itemsize)
   n, r = divmod(time, k)
   m = n * k
-  empty = None if valid is None else valid
-
-  def take(a, lo, hi):
-    return None if a is None else a[lo:hi]
-
   dx_parts = []
   if r:  # the last r steps (a partial chunk), processed first
     c_b = cs[m - 1] if m else c0
     h_b = hs[m - 1] if m else h0
     carry, dx_tail = chunk(carry, (dys[m:], zs[m:], cs[m:], hs[m:], xs[m:],
-                                   take(empty, m, time), c_b, h_b))
+                                   None if valid is None else valid[m:], c_b, h_b))
     dx_parts.append(dx_tail)
   if n:
     def split(a):
@@ -276,7 +271,7 @@ def _layer_bwd(variant, unroll, res, cts):
     c_b = jnp.concatenate([c0[None], cs_n[:-1, -1]])
     h_b = jnp.concatenate([h0[None], hs_n[:-1, -1]])
     carry, dx_main = jax.lax.scan(
-        chunk, carry, (split(dys), split(zs), cs_n, hs_n, split(xs), split(empty), c_b, h_b),
+        chunk, carry, (split(dys), split(zs), cs_n, hs_n, split(xs), split(valid), c_b, h_b),
         reverse=True)
     dx_parts.insert(0, dx_main.reshape((m, batch, in_size)))
   dh0, dc0, grads = carry
