@@ -289,7 +289,8 @@ def fused_layer(cell: Cell, params: Params, xs: Array, state: LSTMState,
 
   Same results as :func:`lstm_jax.sequence.scan_layer` with ``remat=False``
   (outputs zero and state held at padded steps); meant for use inside a
-  caller's ``jit``. Check :func:`unsupported` first.
+  caller's ``jit``. Check :func:`unsupported` first. For the backward pass it
+  stores ``(G + 2) * H`` numbers per step and sequence (``z``, ``c``, ``h``).
 
   Args:
     cell: an LSTM cell that :func:`unsupported` accepts.
