@@ -15,15 +15,19 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     batch_size        sequences per update
     budget_sequences  training budget in sequences
     eval_size         held-out sequences per evaluation (at least the criterion's)
-    seed, num_seeds   seeds seed..seed+num_seeds-1, trained as one vmapped program
+    seed, num_seeds   seeds seed..seed+num_seeds-1, trained as one program
+    ensemble          how the seeds run (lstm_jax.ensemble): spread over the
+                      local devices, and on each device "vmap" (batched),
+                      "map" (one after another) or "auto" (map on CPU, vmap
+                      on GPU/TPU)
     log_every, eval_every, checkpoint_every   intervals in updates
     remat             backward-pass memory: "none", "step" (recompute each step),
                       "sqrt" (O(sqrt(T)) stored states) or a segment length ("100")
     tbptt             truncated BPTT: cut gradients through the state every k
                       steps (0: full backpropagation through time)
     impl              how LSTM layers are differentiated: "auto" (the fused
-                      layer of lstm_jax.fused where it applies, for one seed;
-                      the plain scan for num_seeds > 1, see
+                      layer of lstm_jax.fused where it applies; the plain
+                      scan where a device runs several seeds vmapped, see
                       training.seed_impl), "fused" (error where it does not
                       apply) or "scan" (plain autodiff)
     nonfinite         "stop": a NaN/Inf loss, gradient or parameter ends the run
@@ -41,6 +45,7 @@ import ml_collections
 
 from lstm_jax import init as initializers
 from lstm_jax.cells import CELL_NAMES
+from lstm_jax.ensemble import ENSEMBLES
 from lstm_jax.models import SequenceModel, make_model
 from lstm_jax.sequence import IMPLS, check_remat, fused_reason
 from lstm_jax.tasks import TASK_NAMES, Task, make_task
@@ -79,6 +84,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.nonfinite = "stop"
   c.tbptt = 0
   c.impl = "auto"
+  c.ensemble = "auto"
   return c
 
 
@@ -120,6 +126,7 @@ def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
   _choice(o.schedule, "optimizer.schedule", SCHEDULES)
   _choice(config.nonfinite, "nonfinite", NONFINITE)
   _choice(config.impl, "impl", IMPLS)
+  _choice(config.ensemble, "ensemble", ENSEMBLES)
   try:
     check_remat(config.remat)
   except ValueError:

@@ -189,8 +189,8 @@ def _train(config, workdir, task, model, progress, caught) -> dict[str, Any]:
                                     remat=config.remat,
                                     skip_nonfinite=config.nonfinite == "skip",
                                     truncate=config.tbptt,
-                                    impl=training.seed_impl(config.impl, num_seeds))
-  evaluate = training.make_eval(model, task, eval_size)
+                                    impl=config.impl, ensemble=config.ensemble)
+  evaluate = training.make_eval(model, task, eval_size, ensemble=config.ensemble)
   writers = _Writers(workdir, num_seeds)
   cached: dict[int, list[dict[str, float]]] = {}
 

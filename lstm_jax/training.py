@@ -13,13 +13,14 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lstm_jax import ensemble as ensemble_lib
 from lstm_jax.models import SequenceModel
 
 Array = jax.Array
@@ -89,21 +90,28 @@ def _all_finite(tree: Any) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-def seed_impl(impl: str, num_seeds: int) -> str:
-  """The layer implementation a run of ``num_seeds`` vmapped seeds uses.
+def seed_impl(impl: str, num_seeds: int, ensemble: str = "auto",
+              devices: Sequence[jax.Device] | None = None) -> str:
+  """The layer implementation a run of ``num_seeds`` seeds uses.
 
-  ``"auto"`` becomes ``"scan"`` when ``num_seeds > 1``: with a batch of
+  ``"auto"`` becomes ``"scan"`` when a device runs several seeds vmapped
+  (:func:`lstm_jax.ensemble.resolve` gives ``"vmap"`` and
+  :func:`lstm_jax.ensemble.seeds_per_device` is above 1): with a batch of
   models, XLA CPU runs the fused layer's products as batched matmuls and its
   vectorised backward work through layout copies, and the plain scan was
-  measured 10-25% faster (3 seeds at H=32, 8 seeds at H=128). One seed keeps
-  the fused layer. ``"fused"`` and ``"scan"`` are kept as given.
+  measured 10-25% faster (3 seeds at H=32, 8 seeds at H=128). Seeds run one
+  by one (``"map"``) keep the fused layer. ``"fused"`` and ``"scan"`` are
+  kept as given.
   """
-  return "scan" if impl == "auto" and num_seeds > 1 else impl
+  vmapped = (ensemble_lib.resolve(ensemble, devices) == "vmap"
+             and ensemble_lib.seeds_per_device(num_seeds, devices) > 1)
+  return "scan" if impl == "auto" and vmapped else impl
 
 
 def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientTransformation,
                      batch_size: int, num_steps: int, remat: bool | str | int = False,
-                     skip_nonfinite: bool = False, truncate: int = 0, impl: str = "auto"
+                     skip_nonfinite: bool = False, truncate: int = 0, impl: str = "auto",
+                     ensemble: str = "auto", devices: Sequence[jax.Device] | None = None
                      ) -> Callable[[TrainState, Array], tuple[TrainState, dict, dict]]:
   """A jitted function running ``num_steps`` training steps for every seed.
 
@@ -113,9 +121,14 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
   ``skip_nonfinite`` a step where they were not leaves params and optimizer
   state unchanged (the step counter still advances, so data stay aligned).
   ``truncate = k > 0`` trains with truncated BPTT (gradients through the
-  state cut every ``k`` steps). ``impl``: see :data:`lstm_jax.sequence.IMPLS`.
+  state cut every ``k`` steps). ``impl``: see :data:`lstm_jax.sequence.IMPLS`
+  (``"auto"`` goes through :func:`seed_impl`). ``ensemble`` and ``devices``:
+  how the seeds are run (vmapped or one by one) and spread over devices,
+  :func:`lstm_jax.ensemble.over_seeds`.
   """
-  def step(state: TrainState, data_key: Array):
+  ensemble_lib.check_ensemble(ensemble)
+
+  def step(state: TrainState, data_key: Array, impl: str):
     batch = task.sample(jax.random.fold_in(data_key, state.step), batch_size)
 
     def loss_fn(params):
@@ -138,24 +151,47 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
     return TrainState(state.step + 1, params, opt_state), metrics, per_seq
 
   def chunk(state: TrainState, data_keys: Array):
-    def body(s, _):
-      s, metrics, per_seq = jax.vmap(step)(s, data_keys)
-      return s, (metrics, per_seq)
-    state, (metrics, per_seq) = jax.lax.scan(body, state, None, length=num_steps)
+    used_impl = seed_impl(impl, data_keys.shape[0], ensemble, devices)
+
+    def one_seed(state: TrainState, data_key: Array):
+      def body(s, _):
+        s, metrics, per_seq = step(s, data_key, used_impl)
+        return s, (metrics, per_seq)
+      return jax.lax.scan(body, state, None, length=num_steps)
+
+    state, (metrics, per_seq) = ensemble_lib.over_seeds(one_seed, ensemble, devices)(
+        state, data_keys)
+    seeds_second = lambda x: jnp.swapaxes(x, 0, 1)  # [S, steps, ...] -> [steps, S, ...]
+    metrics, per_seq = jax.tree_util.tree_map(seeds_second, (metrics, per_seq))
     return state, metrics, per_seq
 
-  return jax.jit(chunk, donate_argnums=0)
+  return _placed(jax.jit(chunk, donate_argnums=0), devices)
 
 
-def make_eval(model: SequenceModel, task: Any, eval_size: int
+def _placed(fn: Callable[..., Any], devices: Sequence[jax.Device] | None) -> Callable[..., Any]:
+  """``fn(tree [S], keys [S])`` with both arguments first moved where
+  :func:`lstm_jax.ensemble.over_seeds` leaves its results, so feeding results
+  back in does not compile again."""
+  def run(tree: Any, keys: Array):
+    num_seeds = keys.shape[0]
+    return fn(ensemble_lib.put(tree, num_seeds, devices),
+              ensemble_lib.put(keys, num_seeds, devices))
+  return run
+
+
+def make_eval(model: SequenceModel, task: Any, eval_size: int, ensemble: str = "auto",
+              devices: Sequence[jax.Device] | None = None
               ) -> Callable[[Any, Array], tuple[Array, dict]]:
   """A jitted evaluation on ``eval_size`` fresh sequences per seed:
-  ``(params [S], keys [S]) -> (loss [S], per_seq {name: [S, eval_size]})``."""
+  ``(params [S], keys [S]) -> (loss [S], per_seq {name: [S, eval_size]})``.
+  ``ensemble``, ``devices``: as in :func:`make_train_chunk`."""
+  ensemble_lib.check_ensemble(ensemble)
+
   def one(params, key):
     batch = task.sample(key, eval_size)
     out = model.apply(params, batch.inputs, batch.lengths)
     return task.loss(out, batch), task.per_sequence(out, batch)
-  return jax.jit(jax.vmap(one))
+  return _placed(jax.jit(ensemble_lib.over_seeds(one, ensemble, devices)), devices)
 
 
 def seed_keys(seed: int, num_seeds: int) -> tuple[Array, Array, Array]:

@@ -245,8 +245,15 @@ def test_fused_layer_with_emit_matches_scan():
 
 
 def test_seed_impl_policy():
+  """The plain scan replaces "auto" only where one device runs several seeds vmapped."""
   from lstm_jax import training
-  assert training.seed_impl("auto", 1) == "auto"
-  assert training.seed_impl("auto", 3) == "scan"
-  assert training.seed_impl("fused", 3) == "fused"
+  one, two = jax.devices()[:1], jax.devices()[:2]
+  assert len(two) == 2  # tests/conftest.py
+  assert training.seed_impl("auto", 1, "vmap", one) == "auto"
+  assert training.seed_impl("auto", 3, "vmap", one) == "scan"
+  assert training.seed_impl("auto", 3, "vmap", two) == "scan"  # 2 seeds per device
+  assert training.seed_impl("auto", 2, "vmap", two) == "auto"  # 1 seed per device
+  assert training.seed_impl("auto", 8, "map", one) == "auto"
+  assert training.seed_impl("auto", 8, "auto", one) == "auto"  # map on CPU
+  assert training.seed_impl("fused", 3, "vmap", one) == "fused"
   assert training.seed_impl("scan", 1) == "scan"
