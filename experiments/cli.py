@@ -10,8 +10,15 @@ from typing import Iterator
 from absl import flags
 
 from lstm_jax.config import ConfigError
+from lstm_jax.ensemble import set_cpu_devices
 from lstm_jax.runner import Interrupted, NonFiniteError
 from lstm_jax.workdir import WorkdirError
+
+
+CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0, "CPU devices JAX makes (seeds of a run are spread over devices, "
+    "lstm_jax.ensemble); 0: one per usable core. Ignored when XLA_FLAGS sets "
+    "--xla_force_host_platform_device_count.", lower_bound=0)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -19,9 +26,12 @@ def parse_flags(argv: list[str]) -> list[str]:
 
   Catches unknown config fields (``--config.lagg=3``: ml_collections suggests
   the closest field), values of the wrong type and missing required flags.
+  Then applies ``--cpu_devices`` (flags are parsed before any JAX computation).
   """
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    set_cpu_devices(CPU_DEVICES.value)
+    return rest
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
     message = str(err).replace("\\n", " ").replace("\\'", "'")
     message = " ".join(message.split())

@@ -1,15 +1,18 @@
 """How training scales with sequence length and with the number of seeds.
 
   python -m experiments.scaling memory --T=100000,1000000 --policies=none,step,sqrt
-  python -m experiments.scaling seeds --seeds=1,8
+  python -m experiments.scaling seeds --seeds=1,8 --ensembles=vmap,map --devices=1,2
 
 ``memory``: XLA's own accounting (``compiled.memory_analysis()``) of one
 training step of the experiment model (an LSTM, readout inside the scan) at
 B=8, H=64, I=1, O=1 by default, for each ``remat`` policy; ``--run`` also
 executes the step once and reports its time and whether every gradient is
-finite. ``seeds``: training throughput (sequences/s, median of rounds) of S
-independently initialised models trained as one vmapped program, against one
-seed, at (B, T, I, H) = (32, 100, 8, 128) by default.
+finite. ``seeds``: training throughput (sequences/s of all seeds together,
+median of rounds) of S independently initialised models trained as one
+program (lstm_jax.ensemble: vmapped or one by one on each device, spread over
+1..n devices), against the first row, at (B, T, I, H) = (32, 100, 8, 128) by
+default. On a CPU the command makes as many JAX CPU devices as the largest
+``--devices`` entry asks for.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import ensemble as ensemble_lib
 from lstm_jax import training
 from lstm_jax.models import make_model
 
@@ -49,11 +53,19 @@ def memory_row(time_steps: int, remat: str, *, batch: int = 8, hidden: int = 64,
 
 
 def seeds_row(num_seeds: int, *, batch: int = 32, time_steps: int = 100, inputs: int = 8,
-              hidden: int = 128, steps: int = 10, rounds: int = 5, impl: str = "auto") -> dict:
-  """Sequences/s of ``num_seeds`` models trained together (vmapped), median of rounds.
+              hidden: int = 128, steps: int = 10, rounds: int = 5, impl: str = "auto",
+              ensemble: str = "auto", devices: int = 1) -> dict:
+  """Sequences/s of ``num_seeds`` models trained together, median of rounds.
 
-  ``impl`` goes through :func:`lstm_jax.training.seed_impl`, as in a run.
+  The seeds run as in a run (:func:`lstm_jax.training.make_train_chunk`):
+  ``ensemble`` on each of the first ``devices`` local devices, ``impl``
+  through :func:`lstm_jax.training.seed_impl`.
   """
+  available = jax.local_devices()
+  if not 1 <= devices <= len(available):
+    raise ValueError(f"devices={devices!r} is not allowed; this process has "
+                     f"{len(available)} local device(s)")
+  used_devices = available[:devices]
   model = make_model("vanilla", hidden, inputs)
   optimizer = training.make_optimizer()
   init_keys, data_keys, _ = training.seed_keys(0, num_seeds)
@@ -71,15 +83,19 @@ def seeds_row(num_seeds: int, *, batch: int = 32, time_steps: int = 100, inputs:
     def per_sequence(self, out, batch):
       return {"error": jnp.mean((out - batch.targets) ** 2, axis=(1, 2))}
 
-  used = training.seed_impl(impl, num_seeds)
-  chunk = training.make_train_chunk(model, _Task(), optimizer, batch, steps, impl=used)
+  used = training.seed_impl(impl, num_seeds, ensemble, used_devices)
+  chunk = training.make_train_chunk(model, _Task(), optimizer, batch, steps, impl=impl,
+                                    ensemble=ensemble, devices=used_devices)
   state, *_ = jax.block_until_ready(chunk(state, data_keys))  # compile
   rates = []
   for _ in range(rounds):
     t0 = time.perf_counter()
     state, *_ = jax.block_until_ready(chunk(state, data_keys))
     rates.append(num_seeds * batch * steps / (time.perf_counter() - t0))
-  return {"seeds": num_seeds, "impl": used, "sequences_per_s": statistics.median(rates)}
+  return {"seeds": num_seeds, "impl": used,
+          "ensemble": ensemble_lib.resolve(ensemble, used_devices),
+          "devices": ensemble_lib.num_devices_used(num_seeds, used_devices),
+          "sequences_per_s": statistics.median(rates)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,9 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   sds.add_argument("--seeds", default="1,8")
   sds.add_argument("--shape", default="32,100,8,128", help="B,T,I,H")
   sds.add_argument("--rounds", type=int, default=5)
-  sds.add_argument("--impls", default="auto,scan",
-                   help="layer implementations to measure (auto: fused for one seed)")
+  sds.add_argument("--impls", default="auto",
+                   help="layer implementations to measure (training.seed_impl)")
+  sds.add_argument("--ensembles", default="vmap,map", help="lstm_jax.ensemble.ENSEMBLES")
+  sds.add_argument("--devices", default="1,2", help="devices to spread the seeds over")
   args = parser.parse_args(argv)
+  if args.what == "seeds":
+    ensemble_lib.set_cpu_devices(max(map(int, args.devices.split(","))))
   print(f"# {jax.devices()[0].platform}, jax {jax.__version__}")
   if args.what == "memory":
     print("| T | remat | XLA temporaries (MiB) | compile s | step s | grads finite |")
@@ -107,15 +127,25 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{r.get('step_s', float('nan')):.1f} | {r.get('finite', '-')} |", flush=True)
   else:
     b, t, i, h = map(int, args.shape.split(","))
-    rows = [seeds_row(s, batch=b, time_steps=t, inputs=i, hidden=h, rounds=args.rounds,
-                      impl=impl)
-            for impl in args.impls.split(",") for s in map(int, args.seeds.split(","))]
-    base = rows[0]["sequences_per_s"]
-    print("| seeds | impl used | sequences/s | x first row |")
-    print("|---:|---|---:|---:|")
-    for r in rows:
-      print(f"| {r['seeds']} | {r['impl']} | {r['sequences_per_s']:,.0f} | "
-            f"{r['sequences_per_s'] / base:.2f} |")
+    rows, seen = [], set()
+    print("| seeds | ensemble | devices used | impl used | sequences/s | x first row |")
+    print("|---:|---|---:|---|---:|---:|")
+    for impl in args.impls.split(","):
+      for ens in args.ensembles.split(","):
+        for d in map(int, args.devices.split(",")):
+          for s in map(int, args.seeds.split(",")):
+            layout = (impl, ensemble_lib.resolve(ens), min(s, d), s)
+            if s == 1:  # one seed: neither the ensemble mode nor the device count matter
+              layout = (impl, "-", 1, 1)
+            if layout in seen:
+              continue
+            seen.add(layout)
+            r = seeds_row(s, batch=b, time_steps=t, inputs=i, hidden=h, rounds=args.rounds,
+                          impl=impl, ensemble=ens, devices=d)
+            rows.append(r)
+            print(f"| {r['seeds']} | {r['ensemble'] if s > 1 else '-'} | {r['devices']} | "
+                  f"{r['impl']} | {r['sequences_per_s']:,.0f} | "
+                  f"{r['sequences_per_s'] / rows[0]['sequences_per_s']:.2f} |", flush=True)
   return 0
 
 

@@ -60,6 +60,7 @@ def test_every_config_file_builds_its_task_and_model():
     ("remat", "log", r"config.remat='log' .*'sqrt'"),
     ("nonfinite", "ignore", r"config.nonfinite='ignore' .*stop, skip"),
     ("impl", "fast", r"config.impl='fast' .*auto, fused, scan"),
+    ("ensemble", "pmap", r"config.ensemble='pmap' .*auto, vmap, map"),
 ])
 def test_bad_config_values_name_the_field(field, value, pattern):
   with pytest.raises(config_lib.ConfigError, match=pattern):
@@ -165,7 +166,8 @@ def test_cli_overrides_and_bad_value(tmp_path):
   assert bad.stderr.strip().splitlines()[-1].startswith("error: config.model.cell='lsmt'")
   assert "Traceback" not in bad.stderr
   for flag, message in (("--config.lagg=3", "error: unknown config field 'lagg'"),
-                        ("--config.lag=abc", "error: flag --config.lag=abc")):
+                        ("--config.lag=abc", "error: flag --config.lag=abc"),
+                        ("--cpu_devices=-1", "error: flag --cpu_devices=-1")):
     res = subprocess.run(cmd + [flag], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()]
