@@ -1,5 +1,5 @@
 """Lag sweeps: a grid of lags x models, each point trained for several seeds at
-once (one vmapped program), summarised as a table, a plot and each model's
+together (one program, lstm_jax.ensemble), summarised as a table, a plot and each model's
 memory horizon.
 
 A sweep config (``configs/sweeps/<name>.py``) has::

@@ -1,9 +1,10 @@
 """Training: optimizer from config, jitted train/eval steps, and the loop that
 trains a model on a task until the task's criterion holds or the budget ends.
 
-Everything is vmapped over a leading **seed axis** ``S``: ``S`` independently
-initialised models, each on its own data stream, train as one program (one
-compile, one pass). A single run is ``S = 1``.
+Everything has a leading **seed axis** ``S``: ``S`` independently initialised
+models, each on its own data stream, train as one program (one compile),
+split over the local devices and vmapped or run one by one on each
+(:mod:`lstm_jax.ensemble`). A single run is ``S = 1``.
 
 Determinism: the batch of step ``n`` of seed ``s`` is drawn with
 ``fold_in(fold_in(data_key_s, n))``, so a resumed run sees exactly the data an
