@@ -110,7 +110,7 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
     return
   with open(saved_path) as f:
     saved = json.load(f)
-  diff = wd.config_differences(saved, config.to_dict())
+  diff = wd.config_differences(saved, config.to_dict(), config_lib.default_config().to_dict())
   if not diff:
     return
   if on_config_change == "refuse":

@@ -140,11 +140,21 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
-def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
-  """Lines ``field: saved -> requested`` for every field that differs."""
+def config_differences(saved: dict[str, Any], requested: dict[str, Any],
+                       defaults: dict[str, Any] | None = None) -> list[str]:
+  """Lines ``field: saved -> requested`` for every field that differs.
+
+  A field missing from ``saved`` (a run written before the field existed)
+  whose requested value equals its value in ``defaults`` is not a difference:
+  new fields default to what runs did before them.
+  """
   a, b = flatten(saved), flatten(json.loads(json.dumps(requested)))
-  return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
-          for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+  d = flatten(json.loads(json.dumps(defaults or {})))
+  absent = "<absent>"
+  return [f"{k}: {a.get(k, absent)!r} -> {b.get(k, absent)!r}"
+          for k in sorted(set(a) | set(b))
+          if a.get(k, absent) != b.get(k, absent)
+          and not (k not in a and k in d and b.get(k, absent) == d[k])]
 
 
 # ----------------------------------------------------------------------------

@@ -37,6 +37,19 @@ def _run(workdir, *extra, timeout=300):
                         timeout=timeout)
 
 
+def _run_here(workdir, on_config_change="refuse", **fields):
+  """The same run as ``_run`` without a new process (flags as config fields)."""
+  cfg = importlib_config()
+  for key, value in fields.items():
+    target = cfg
+    *path, last = key.split("__")
+    for part in path:
+      target = target[part]
+    target[last] = value
+  return train_and_evaluate(cfg, str(workdir), progress=False,
+                            on_config_change=on_config_change)
+
+
 def _start(workdir, *extra):
   return subprocess.Popen(_cmd(workdir, *extra), cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -80,8 +93,8 @@ def _train_losses(workdir):
 def straight(tmp_path_factory):
   """One uninterrupted run of the long configuration."""
   workdir = tmp_path_factory.mktemp("straight")
-  result = _run(workdir, *LONG)
-  assert result.returncode == 0, result.stderr[-2000:]
+  fields = {f[len("--config."):].split("=")[0]: int(f.split("=")[1]) for f in LONG}
+  assert _run_here(workdir, **fields)["status"] == "finished"
   return workdir
 
 
@@ -124,10 +137,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path, straight):
   _assert_same_as_straight(tmp_path, straight)
 
 
-def test_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path):
-  short = ["--config.log_every=10", "--config.checkpoint_every=20", "--config.eval_every=1000"]
-  first = _run(tmp_path / "run", *short, "--config.budget_sequences=480")
-  assert first.returncode == 0, first.stderr[-2000:]
+def test_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path, caplog):
+  short = dict(log_every=10, checkpoint_every=20, eval_every=1000)
+  _run_here(tmp_path / "run", budget_sequences=480, **short)
   ckpts = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()
                  if p.name.isdigit())
   assert ckpts[-1] == 60 and len(ckpts) >= 2
@@ -135,22 +147,17 @@ def test_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path):
            and p.stat().st_size > 8]
   victim = max(files, key=lambda p: p.stat().st_size)
   victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-  again = _run(tmp_path / "run", *short, "--config.budget_sequences=800",
-               "--on_config_change=overwrite")
-  assert again.returncode == 0, again.stderr[-2000:]
-  assert "checkpoint 60 is corrupt" in again.stderr
+  with caplog.at_level("WARNING"):
+    a = _run_here(tmp_path / "run", "overwrite", budget_sequences=800, **short)
+  assert "checkpoint 60 is corrupt" in caplog.text
   assert list((tmp_path / "run" / "corrupt_checkpoints").iterdir())
-  reference = _run(tmp_path / "ref", *short, "--config.budget_sequences=800")
-  assert reference.returncode == 0
-  a = json.loads((tmp_path / "run" / "summary.json").read_text())
-  b = json.loads((tmp_path / "ref" / "summary.json").read_text())
+  b = _run_here(tmp_path / "ref", budget_sequences=800, **short)
   assert a["metrics"] == b["metrics"]
   assert _train_losses(tmp_path / "run") == _train_losses(tmp_path / "ref")
 
 
 def test_planted_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-  ok = _run(tmp_path, "--config.checkpoint_every=50")
-  assert ok.returncode == 0
+  assert _run_here(tmp_path, checkpoint_every=50)["status"] == "finished"
   # Continue the run with a learning rate that overflows the parameters.
   bad = _run(tmp_path, "--config.budget_sequences=1600", "--on_config_change=overwrite",
              "--config.optimizer.learning_rate=1e38", "--config.optimizer.grad_clip=0")
@@ -188,7 +195,7 @@ def importlib_config():
 
 
 def test_checkpoint_of_another_optimizer_is_refused_not_quarantined(tmp_path):
-  assert _run(tmp_path, "--config.budget_sequences=160").returncode == 0
+  _run_here(tmp_path, budget_sequences=160)
   other = _run(tmp_path, "--config.budget_sequences=320", "--on_config_change=overwrite",
                "--config.optimizer.name=sgd")
   assert other.returncode == 2
@@ -197,7 +204,7 @@ def test_checkpoint_of_another_optimizer_is_refused_not_quarantined(tmp_path):
 
 
 def test_mismatched_config_is_refused_with_the_differing_fields(tmp_path):
-  assert _run(tmp_path, "--config.budget_sequences=80").returncode == 0
+  _run_here(tmp_path, budget_sequences=80)
   before = (tmp_path / "summary.json").read_text()
   refused = _run(tmp_path, "--config.budget_sequences=80", "--config.lag=4",
                  "--config.model.hidden_size=6")
@@ -206,9 +213,7 @@ def test_mismatched_config_is_refused_with_the_differing_fields(tmp_path):
   assert "lag: 3 -> 4" in refused.stderr and "model.hidden_size: 8 -> 6" in refused.stderr
   assert "Traceback" not in refused.stderr
   assert (tmp_path / "summary.json").read_text() == before
-  fresh = _run(tmp_path, "--config.budget_sequences=80", "--config.lag=4",
-               "--on_config_change=fresh")
-  assert fresh.returncode == 0, fresh.stderr[-2000:]
+  assert _run_here(tmp_path, "fresh", budget_sequences=80, lag=4)["lag"] == 4
   assert json.loads((tmp_path / "summary.json").read_text())["lag"] == 4
 
 
@@ -236,3 +241,28 @@ def test_torn_metrics_line_is_dropped_on_read(tmp_path):
   assert [r["step"] for r in wd.read_jsonl(str(path))] == [10, 20]
   wd.truncate_jsonl(str(path), lambda r: r["step"] <= 10)
   assert path.read_text() == '{"step": 10, "loss": 1.0}\n'
+
+
+def test_a_run_saved_before_a_field_existed_resumes_with_its_default(tmp_path):
+  """config.json written before a field was added (here ``ensemble``) is no
+  config change while the field keeps its default; another value is."""
+  saved = {"lag": 3, "model": {"hidden_size": 8}}
+  defaults = {"lag": 10, "ensemble": "auto", "model": {"hidden_size": 32, "cell": "vanilla"}}
+  same = {"lag": 3, "ensemble": "auto", "model": {"hidden_size": 8, "cell": "vanilla"}}
+  assert wd.config_differences(saved, same, defaults) == []
+  other = dict(same, ensemble="vmap", lag=4)
+  assert wd.config_differences(saved, other, defaults) == [
+      "ensemble: '<absent>' -> 'vmap'", "lag: 3 -> 4"]
+  assert wd.config_differences(saved, same) == [
+      "ensemble: '<absent>' -> 'auto'", "model.cell: '<absent>' -> 'vanilla'"]
+  config = importlib.import_module("configs.delayed_recall").get_config("quick")
+  config.budget_sequences = 80
+  first = train_and_evaluate(config, str(tmp_path), progress=False)
+  old = json.loads((tmp_path / "config.json").read_text())
+  del old["ensemble"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  second = train_and_evaluate(config, str(tmp_path), progress=False)  # resumed; rewrites config.json
+  assert second["sequences_seen"] == first["sequences_seen"] == 80
+  config.ensemble = "vmap"
+  with pytest.raises(wd.WorkdirError, match=r"ensemble: 'auto' -> 'vmap'"):
+    train_and_evaluate(config, str(tmp_path), progress=False)
