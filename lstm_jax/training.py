@@ -172,11 +172,12 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
 def _placed(fn: Callable[..., Any], devices: Sequence[jax.Device] | None) -> Callable[..., Any]:
   """``fn(tree [S], keys [S])`` with both arguments first moved where
   :func:`lstm_jax.ensemble.over_seeds` leaves its results, so feeding results
-  back in does not compile again."""
+  back in does not compile again. The jitted ``fn`` is ``run.jitted``."""
   def run(tree: Any, keys: Array):
     num_seeds = keys.shape[0]
     return fn(ensemble_lib.put(tree, num_seeds, devices),
               ensemble_lib.put(keys, num_seeds, devices))
+  run.jitted = fn
   return run
 
 

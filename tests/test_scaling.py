@@ -12,14 +12,13 @@ def test_memory_row_reports_xla_temporaries_and_finite_gradients():
 
 
 def test_seeds_row_counts_every_seed():
-  tiny = dict(batch=2, time_steps=3, inputs=2, hidden=4, steps=2, rounds=1)
-  one = scaling.seeds_row(1, **tiny)
+  tiny = dict(batch=2, time_steps=3, inputs=2, hidden=4, steps=1, rounds=1)
   two = scaling.seeds_row(2, ensemble="vmap", **tiny)
   three = scaling.seeds_row(3, ensemble="map", devices=2, **tiny)
-  assert (one["seeds"], two["seeds"], three["seeds"]) == (1, 2, 3)
-  assert min(r["sequences_per_s"] for r in (one, two, three)) > 0
+  assert (two["seeds"], three["seeds"]) == (2, 3)
+  assert two["sequences_per_s"] > 0 and three["sequences_per_s"] > 0
   # "auto" is the plain scan only for seeds vmapped on one device.
-  assert one["impl"] == "auto" and two["impl"] == "scan" and three["impl"] == "auto"
+  assert two["impl"] == "scan" and three["impl"] == "auto"
   assert (two["ensemble"], two["devices"]) == ("vmap", 1)
   assert (three["ensemble"], three["devices"]) == ("map", 2)
 
