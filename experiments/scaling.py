@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import ensemble as ensemble_lib
-from lstm_jax import training
+from lstm_jax import parallel, training
 from lstm_jax.models import make_model
 
 
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   sds.add_argument("--devices", default="1,2", help="devices to spread the seeds over")
   args = parser.parse_args(argv)
   if args.what == "seeds":
-    ensemble_lib.set_cpu_devices(max(map(int, args.devices.split(","))))
+    parallel.set_cpu_devices(max(map(int, args.devices.split(","))))
   print(f"# {jax.devices()[0].platform}, jax {jax.__version__}")
   if args.what == "memory":
     print("| T | remat | XLA temporaries (MiB) | compile s | step s | grads finite |")

@@ -21,11 +21,10 @@ one over that axis, in two stages:
 
 ``"auto"`` picks ``"map"`` on CPU and ``"vmap"`` on other platforms.
 
-A CPU has one JAX device unless asked for more: set
-``jax.config.update("jax_num_cpu_devices", n)`` (or
-``XLA_FLAGS=--xla_force_host_platform_device_count=n``) before the first JAX
-computation. ``python -m experiments.run`` and ``experiments.sweep`` do this
-with ``--cpu_devices`` (default: one device per usable core).
+A CPU has one JAX device unless asked for more
+(:func:`lstm_jax.parallel.set_cpu_devices` before the first JAX computation);
+``python -m experiments.run`` and ``experiments.sweep`` make one per usable
+core (``--cpu_devices``).
 
 Results do not depend on how the seeds are spread: each seed's numbers are
 those of the one-seed function (up to float rounding of batched kernels).
@@ -33,7 +32,6 @@ those of the one-seed function (up to float rounding of batched kernels).
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Sequence
 
 import jax
@@ -104,38 +102,6 @@ def seed_sharding(num_seeds: int, devices: Sequence[jax.Device] | None = None
 def put(tree: Any, num_seeds: int, devices: Sequence[jax.Device] | None = None) -> Any:
   """``tree`` (leaves ``[S, ...]``) moved to :func:`seed_sharding` (a no-op where it is)."""
   return jax.device_put(tree, seed_sharding(num_seeds, devices))
-
-
-def usable_cores() -> int:
-  """CPU cores this process may run on (its affinity mask where the OS has one)."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # not on Linux
-    return os.cpu_count() or 1
-
-
-def set_cpu_devices(count: int = 0) -> int:
-  """Ask JAX for ``count`` CPU devices (``0``: :func:`usable_cores`); return the count set.
-
-  Must run before the first JAX computation of the process. Does nothing and
-  returns ``0`` when ``XLA_FLAGS`` already sets
-  ``--xla_force_host_platform_device_count`` (the user's choice wins) or when
-  JAX's backends are already initialised.
-
-  Raises:
-    ValueError: ``count`` is not an integer >= 0.
-  """
-  if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-    raise ValueError(f"cpu_devices={count!r} is not allowed; use an integer >= 1, "
-                     "or 0 for one device per usable core")
-  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-    return 0
-  count = int(count) or usable_cores()
-  try:
-    jax.config.update("jax_num_cpu_devices", count)
-  except RuntimeError:  # backends already initialised: keep what they have
-    return 0
-  return count
 
 
 def _leading_size(args: tuple[Any, ...]) -> int:

@@ -1,0 +1,130 @@
+"""Devices: how many CPU devices JAX makes, and a batch split across devices.
+
+An LSTM layer (any cell run over a sequence, and the experiment model with
+its readout) is a **per-sequence** function: row ``b`` of its outputs depends
+only on row ``b`` of its inputs. :func:`split_batch` runs such a function with
+the batch split into equal parts, one per device (:func:`jax.shard_map`),
+and the parameters copied to every device. Under :func:`jax.grad` the
+parameter gradients of the parts are summed over the devices; losses and
+everything else computed from the outputs see the whole batch, so results
+equal the unsplit function's up to float rounding.
+
+On a CPU, XLA runs each device's program on one core at a time and runs the
+small per-step matmuls of a recurrence on one core, so a multi-core CPU
+trains one model faster with one JAX device per core and the batch split over
+them (``python -m experiments.benchmark``, row ``ours_split``; README,
+"Benchmark"). A CPU has one JAX device unless asked for more before the first
+JAX computation: :func:`set_cpu_devices`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+
+BATCH_AXIS = "batch"
+
+
+def usable_cores() -> int:
+  """CPU cores this process may run on (its affinity mask where the OS has one)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
+def set_cpu_devices(count: int = 0) -> int:
+  """Ask JAX for ``count`` CPU devices (``0``: :func:`usable_cores`); return the count set.
+
+  Must run before the first JAX computation of the process. Does nothing and
+  returns ``0`` when ``XLA_FLAGS`` already sets
+  ``--xla_force_host_platform_device_count`` (the user's choice wins) or when
+  JAX's backends are already initialised.
+
+  Raises:
+    ValueError: ``count`` is not an integer >= 0.
+  """
+  if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+    raise ValueError(f"cpu_devices={count!r} is not allowed; use an integer >= 1, "
+                     "or 0 for one device per usable core")
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return 0
+  count = int(count) or usable_cores()
+  try:
+    jax.config.update("jax_num_cpu_devices", count)
+  except RuntimeError:  # backends already initialised: keep what they have
+    return 0
+  return count
+
+
+def batch_devices_used(batch: int, devices: Sequence[jax.Device] | None = None) -> int:
+  """How many of ``devices`` (default ``jax.local_devices()``) a batch of
+  ``batch`` sequences is split over: ``min(batch, len(devices))``."""
+  if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+    raise ValueError(f"batch={batch!r} is not allowed; use an integer >= 1")
+  devices = jax.local_devices() if devices is None else devices
+  return max(1, min(int(batch), len(devices)))
+
+
+def split_batch(fn: Callable[..., Any], devices: Sequence[jax.Device] | None = None, *,
+                batch_argnums: Sequence[int] = (1,)) -> Callable[..., Any]:
+  """A per-sequence ``fn`` run with its batch split over ``devices``.
+
+  Args:
+    fn: ``fn(*args) -> out`` where every leaf of the arguments named in
+      ``batch_argnums`` is ``[B, ...]`` (batch first), every leaf of ``out``
+      is ``[B, ...]``, and output row ``b`` depends only on input row ``b``
+      (true of ``lstm_jax.rnn``/``stacked_rnn``/``bidirectional_rnn`` with
+      batch-major inputs, and of ``SequenceModel.apply``). Other arguments
+      (parameters) are copied to every device. ``fn`` must be traceable.
+    devices: devices to split over; default ``jax.local_devices()``.
+    batch_argnums: positions of the batch arguments (``None`` arguments,
+      e.g. absent ``lengths``, are allowed).
+
+  Returns:
+    ``g(*args) -> out``, equal to ``fn(*args)``: the batch is split into
+    ``d = min(B, len(devices))`` equal parts (padded with copies of row 0
+    whose outputs are dropped when ``d`` does not divide ``B``), one per
+    device. Differentiable; usable inside or outside :func:`jax.jit`.
+
+  Raises:
+    ValueError: ``batch_argnums`` out of range, or batch leaves of unequal
+      leading size.
+  """
+  argnums = tuple(batch_argnums)
+
+  def run(*args):
+    if not argnums or any(not -len(args) <= i < len(args) for i in argnums):
+      raise ValueError(f"batch_argnums={argnums!r} does not name arguments of a call "
+                       f"with {len(args)} positional arguments")
+    batched = {i % len(args) for i in argnums}
+    leaves = [x for i in sorted(batched) for x in jax.tree_util.tree_leaves(args[i])]
+    sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
+    if len(sizes) != 1 or None in sizes:
+      raise ValueError("the batch arguments need one common leading batch axis [B, ...]; "
+                       f"got leading sizes {sorted(sizes, key=str)}")
+    batch = sizes.pop()
+    used = batch_devices_used(batch, devices)
+    if used == 1:
+      return fn(*args)
+    pad = -batch % used
+    if pad:
+      index = np.concatenate([np.arange(batch), np.zeros(pad, int)])
+      args = tuple(jax.tree_util.tree_map(lambda x: x[index], a) if i in batched else a
+                   for i, a in enumerate(args))
+    mesh = Mesh(np.asarray(list(jax.local_devices() if devices is None else devices)[:used]),
+                (BATCH_AXIS,))
+    specs = tuple(PartitionSpec(BATCH_AXIS) if i in batched else PartitionSpec()
+                  for i in range(len(args)))
+    # check_vma=False: custom VJPs (lstm_jax.fused) carry no varying-axis types.
+    out = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(BATCH_AXIS),
+                        check_vma=False)(*args)
+    if pad:
+      out = jax.tree_util.tree_map(lambda y: y[:batch], out)
+    return out
+
+  return run
