@@ -20,7 +20,10 @@ Implementations:
   default options: the fused layer of ``lstm_jax.fused`` (custom backward
   pass); ``ours_scan``: the same with ``impl="scan"`` (plain autodiff of the
   ``lax.scan``); ``ours_remat``: ``remat=True`` (each step recomputed in the
-  backward pass; plain scan).
+  backward pass; plain scan); ``ours_split``: ``ours`` with the batch split
+  over the process's devices (``lstm_jax.parallel.split_batch``; on a CPU the
+  command makes one JAX CPU device per core, ``--cpu_devices``), the way a
+  one-seed run trains on a multi-core CPU.
 * ``flax_linen``: ``flax.linen.RNN(flax.linen.OptimizedLSTMCell(H))`` in
   ``jax.jit``.
 * ``flax_nnx``: ``flax.nnx.RNN(flax.nnx.OptimizedLSTMCell(I, H))``, run through
@@ -120,14 +123,14 @@ import numpy as np
 from flax import nnx
 
 import lstm_jax
-from lstm_jax import interop
+from lstm_jax import interop, parallel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 DEFAULT_SHAPES = ((32, 100, 8, 128), (128, 200, 8, 256), (16, 1000, 8, 128),
                   (1, 1000, 8, 64), (256, 50, 64, 512))
 QUICK_SHAPES = ((2, 5, 3, 4), (4, 20, 8, 16))
-JAX_IMPLS = ("ours", "ours_scan", "ours_remat", "flax_linen", "flax_nnx")
+JAX_IMPLS = ("ours", "ours_split", "ours_scan", "ours_remat", "flax_linen", "flax_nnx")
 CUDNN = "jax_cudnn"
 TORCH = "torch"
 CEILING = "ceiling"
@@ -254,12 +257,14 @@ class JaxImpl:
 
 
 def _ours(shape: Shape, params: dict[str, np.ndarray], xs: jax.Array, remat: bool,
-          name: str, impl: str = "auto") -> JaxImpl:
+          name: str, impl: str = "auto", split: bool = False) -> JaxImpl:
   cell = make_cell(shape)
+  layer = lambda p, x: lstm_jax.rnn(cell, p, x, remat=remat, impl=impl)[0]
+  if split:
+    layer = parallel.split_batch(layer)
 
   def loss(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-    ys, _ = lstm_jax.rnn(cell, p, x, remat=remat, impl=impl)
-    return jnp.mean(ys ** 2)
+    return jnp.mean(layer(p, x) ** 2)
 
   return JaxImpl(name, loss, ({k: jnp.asarray(v) for k, v in params.items()}, xs))
 
@@ -342,6 +347,8 @@ def build_jax_impl(name: str, shape: Shape, params: dict[str, np.ndarray], xs: n
   x = jnp.asarray(xs)
   if name == "ours":
     return _ours(shape, params, x, remat=False, name=name)
+  if name == "ours_split":
+    return _ours(shape, params, x, remat=False, name=name, split=True)
   if name == "ours_scan":
     return _ours(shape, params, x, remat=False, name=name, impl="scan")
   if name == "ours_remat":
@@ -996,6 +1003,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--settle_s", type=float, default=None,
                       help="pause before each implementation's turn so the previous one's "
                            "threads are idle (default 0.2; quick 0)")
+  parser.add_argument("--cpu_devices", type=int, default=0,
+                      help="JAX CPU devices to make (ours_split splits the batch over "
+                           "them; default 0: one per usable core)")
   parser.add_argument("--quick", action="store_true",
                       help="tiny shapes and rounds (seconds; for tests and smoke runs)")
   parser.add_argument("--json", default=None, metavar="PATH", help="write all numbers here")
@@ -1011,6 +1021,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch_worker(sys.stdin, sys.stdout)
     return 0
   try:
+    parallel.set_cpu_devices(args.cpu_devices)
     if args.shapes:
       shapes = parse_shapes(args.shapes)
     else:
