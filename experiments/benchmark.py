@@ -260,13 +260,16 @@ def _ours(shape: Shape, params: dict[str, np.ndarray], xs: jax.Array, remat: boo
           name: str, impl: str = "auto", split: bool = False) -> JaxImpl:
   cell = make_cell(shape)
   layer = lambda p, x: lstm_jax.rnn(cell, p, x, remat=remat, impl=impl)[0]
-  if split:
+  p = {k: jnp.asarray(v) for k, v in params.items()}
+  if split:  # parameters on every device, the batch's rows already split, as in a run
     layer = parallel.split_batch(layer)
+    p = jax.device_put(p, parallel.replicated(parallel.batch_devices_used(shape.B)))
+    xs = jax.device_put(xs, parallel.batch_sharding(shape.B))
 
   def loss(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
     return jnp.mean(layer(p, x) ** 2)
 
-  return JaxImpl(name, loss, ({k: jnp.asarray(v) for k, v in params.items()}, xs))
+  return JaxImpl(name, loss, (p, xs))
 
 
 def _flax_linen(shape: Shape, params: dict[str, np.ndarray], xs: jax.Array) -> JaxImpl:

@@ -20,6 +20,9 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
                       local devices, and on each device "vmap" (batched),
                       "map" (one after another) or "auto" (map on CPU, vmap
                       on GPU/TPU)
+    split_batch       a single seed's batch split over the local devices
+                      (lstm_jax.parallel): "auto" (where the step is big
+                      enough to gain, parallel.split_pays), "on" or "off"
     log_every, eval_every, checkpoint_every   intervals in updates
     remat             backward-pass memory: "none", "step" (recompute each step),
                       "sqrt" (O(sqrt(T)) stored states) or a segment length ("100")
@@ -46,6 +49,7 @@ import ml_collections
 from lstm_jax import init as initializers
 from lstm_jax.cells import CELL_NAMES
 from lstm_jax.ensemble import ENSEMBLES
+from lstm_jax.parallel import SPLITS
 from lstm_jax.models import SequenceModel, make_model
 from lstm_jax.sequence import IMPLS, check_remat, fused_reason
 from lstm_jax.tasks import TASK_NAMES, Task, make_task
@@ -85,6 +89,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.tbptt = 0
   c.impl = "auto"
   c.ensemble = "auto"
+  c.split_batch = "auto"
   return c
 
 
@@ -127,6 +132,7 @@ def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
   _choice(config.nonfinite, "nonfinite", NONFINITE)
   _choice(config.impl, "impl", IMPLS)
   _choice(config.ensemble, "ensemble", ENSEMBLES)
+  _choice(config.split_batch, "split_batch", SPLITS)
   try:
     check_remat(config.remat)
   except ValueError:

@@ -189,8 +189,10 @@ def _train(config, workdir, task, model, progress, caught) -> dict[str, Any]:
                                     remat=config.remat,
                                     skip_nonfinite=config.nonfinite == "skip",
                                     truncate=config.tbptt,
-                                    impl=config.impl, ensemble=config.ensemble)
-  evaluate = training.make_eval(model, task, eval_size, ensemble=config.ensemble)
+                                    impl=config.impl, ensemble=config.ensemble,
+                                    split_batch=config.split_batch)
+  evaluate = training.make_eval(model, task, eval_size, ensemble=config.ensemble,
+                                split_batch=config.split_batch)
   writers = _Writers(workdir, num_seeds)
   cached: dict[int, list[dict[str, float]]] = {}
 

@@ -13,6 +13,7 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -22,6 +23,7 @@ import numpy as np
 import optax
 
 from lstm_jax import ensemble as ensemble_lib
+from lstm_jax import parallel
 from lstm_jax.models import SequenceModel
 
 Array = jax.Array
@@ -112,7 +114,8 @@ def seed_impl(impl: str, num_seeds: int, ensemble: str = "auto",
 def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientTransformation,
                      batch_size: int, num_steps: int, remat: bool | str | int = False,
                      skip_nonfinite: bool = False, truncate: int = 0, impl: str = "auto",
-                     ensemble: str = "auto", devices: Sequence[jax.Device] | None = None
+                     ensemble: str = "auto", devices: Sequence[jax.Device] | None = None,
+                     split_batch: str = "auto"
                      ) -> Callable[[TrainState, Array], tuple[TrainState, dict, dict]]:
   """A jitted function running ``num_steps`` training steps for every seed.
 
@@ -125,16 +128,23 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
   state cut every ``k`` steps). ``impl``: see :data:`lstm_jax.sequence.IMPLS`
   (``"auto"`` goes through :func:`seed_impl`). ``ensemble`` and ``devices``:
   how the seeds are run (vmapped or one by one) and spread over devices,
-  :func:`lstm_jax.ensemble.over_seeds`.
+  :func:`lstm_jax.ensemble.over_seeds`. ``split_batch``: a single seed's
+  batch is split over ``devices`` (:func:`lstm_jax.parallel.split_batch`)
+  with ``"on"``, never with ``"off"``, and with ``"auto"`` where
+  :func:`lstm_jax.parallel.split_pays`; several seeds use the devices for
+  themselves.
   """
   ensemble_lib.check_ensemble(ensemble)
+  parallel.check_split(split_batch)
 
-  def step(state: TrainState, data_key: Array, impl: str):
+  def step(state: TrainState, data_key: Array, impl: str, split: bool):
     batch = task.sample(jax.random.fold_in(data_key, state.step), batch_size)
+    apply = functools.partial(model.apply, remat=remat, truncate=truncate, impl=impl)
+    apply = _split_if(split and _wants_split(split_batch, 1, state.params, batch.inputs, True,
+                                             devices), apply, devices)
 
     def loss_fn(params):
-      out = model.apply(params, batch.inputs, batch.lengths, remat=remat, truncate=truncate,
-                        impl=impl)
+      out = apply(params, batch.inputs, batch.lengths)
       return task.loss(out, batch), out
 
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -153,10 +163,11 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
 
   def chunk(state: TrainState, data_keys: Array):
     used_impl = seed_impl(impl, data_keys.shape[0], ensemble, devices)
+    split = data_keys.shape[0] == 1
 
     def one_seed(state: TrainState, data_key: Array):
       def body(s, _):
-        s, metrics, per_seq = step(s, data_key, used_impl)
+        s, metrics, per_seq = step(s, data_key, used_impl, split)
         return s, (metrics, per_seq)
       return jax.lax.scan(body, state, None, length=num_steps)
 
@@ -166,34 +177,82 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
     metrics, per_seq = jax.tree_util.tree_map(seeds_second, (metrics, per_seq))
     return state, metrics, per_seq
 
-  return _placed(jax.jit(chunk, donate_argnums=0), devices)
+  def splits(state: TrainState, keys: Array) -> int:
+    params = jax.tree_util.tree_map(lambda x: x[0], state.params)
+    inputs = _sample_shape(task, batch_size, keys)
+    return inputs.shape[0] * _wants_split(split_batch, keys.shape[0], params, inputs, True,
+                                          devices)
+
+  return _placed(jax.jit(chunk, donate_argnums=0), devices, splits)
 
 
-def _placed(fn: Callable[..., Any], devices: Sequence[jax.Device] | None) -> Callable[..., Any]:
+def _placed(fn: Callable[..., Any], devices: Sequence[jax.Device] | None,
+            splits: Callable[[Any, Array], int]) -> Callable[..., Any]:
   """``fn(tree [S], keys [S])`` with both arguments first moved where
-  :func:`lstm_jax.ensemble.over_seeds` leaves its results, so feeding results
-  back in does not compile again. The jitted ``fn`` is ``run.jitted``."""
+  :func:`lstm_jax.ensemble.over_seeds` leaves its results (or, for one seed
+  whose batch is split, copied to every device of the split), so feeding
+  results back in does not compile again. The jitted ``fn`` is ``run.jitted``.
+  ``splits(tree, keys)``: the batch size of a call that splits its batch, else 0."""
   def run(tree: Any, keys: Array):
     num_seeds = keys.shape[0]
-    return fn(ensemble_lib.put(tree, num_seeds, devices),
-              ensemble_lib.put(keys, num_seeds, devices))
+    batch = splits(tree, keys)
+    if batch:
+      sharding = parallel.replicated(parallel.batch_devices_used(batch, devices), devices)
+    else:
+      sharding = ensemble_lib.seed_sharding(num_seeds, devices)
+    return fn(jax.device_put(tree, sharding), jax.device_put(keys, sharding))
   run.jitted = fn
   return run
 
 
+def _wants_split(split_batch: str, num_seeds: int, params: Any, inputs: Any, train: bool,
+                 devices: Sequence[jax.Device] | None) -> bool:
+  """Whether a call on ``inputs`` (``[B, T, I]``; array or shape struct) of
+  ``num_seeds`` seeds splits its batch over ``devices``: one seed only, and
+  the ``split_batch`` policy (``"auto"``: :func:`lstm_jax.parallel.split_pays`)."""
+  if num_seeds != 1 or split_batch == "off":
+    return False
+  batch, time = inputs.shape[0], inputs.shape[1]
+  if split_batch == "on":
+    return parallel.batch_devices_used(batch, devices) > 1
+  return parallel.split_pays(batch, parallel.matmul_flops(params, batch * time, train), devices)
+
+
+def _split_if(split: bool, apply: Callable[..., Array],
+              devices: Sequence[jax.Device] | None) -> Callable[..., Array]:
+  """``apply(params, inputs, lengths)``, split over ``devices`` if ``split``."""
+  return parallel.split_batch(apply, devices, batch_argnums=(1, 2)) if split else apply
+
+
+def _sample_shape(task: Any, size: int, keys: Array) -> Any:
+  """Shape of the inputs ``task.sample`` draws (traced abstractly, no compute)."""
+  return jax.eval_shape(lambda k: task.sample(k, size).inputs, keys[0])
+
+
 def make_eval(model: SequenceModel, task: Any, eval_size: int, ensemble: str = "auto",
-              devices: Sequence[jax.Device] | None = None
+              devices: Sequence[jax.Device] | None = None, split_batch: str = "auto"
               ) -> Callable[[Any, Array], tuple[Array, dict]]:
   """A jitted evaluation on ``eval_size`` fresh sequences per seed:
   ``(params [S], keys [S]) -> (loss [S], per_seq {name: [S, eval_size]})``.
-  ``ensemble``, ``devices``: as in :func:`make_train_chunk`."""
+  ``ensemble``, ``devices``, ``split_batch``: as in :func:`make_train_chunk`."""
   ensemble_lib.check_ensemble(ensemble)
+  parallel.check_split(split_batch)
 
-  def one(params, key):
-    batch = task.sample(key, eval_size)
-    out = model.apply(params, batch.inputs, batch.lengths)
-    return task.loss(out, batch), task.per_sequence(out, batch)
-  return _placed(jax.jit(ensemble_lib.over_seeds(one, ensemble, devices)), devices)
+  def evaluate(params, keys):
+    def one(params, key):
+      batch = task.sample(key, eval_size)
+      apply = _split_if(_wants_split(split_batch, keys.shape[0], params, batch.inputs, False,
+                                     devices), model.apply, devices)
+      out = apply(params, batch.inputs, batch.lengths)
+      return task.loss(out, batch), task.per_sequence(out, batch)
+    return ensemble_lib.over_seeds(one, ensemble, devices)(params, keys)
+  def splits(params: Any, keys: Array) -> int:
+    one = jax.tree_util.tree_map(lambda x: x[0], params)
+    inputs = _sample_shape(task, eval_size, keys)
+    return inputs.shape[0] * _wants_split(split_batch, keys.shape[0], one, inputs, False,
+                                          devices)
+
+  return _placed(jax.jit(evaluate), devices, splits)
 
 
 def seed_keys(seed: int, num_seeds: int) -> tuple[Array, Array, Array]:

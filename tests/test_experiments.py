@@ -61,6 +61,7 @@ def test_every_config_file_builds_its_task_and_model():
     ("nonfinite", "ignore", r"config.nonfinite='ignore' .*stop, skip"),
     ("impl", "fast", r"config.impl='fast' .*auto, fused, scan"),
     ("ensemble", "pmap", r"config.ensemble='pmap' .*auto, vmap, map"),
+    ("split_batch", "yes", r"config.split_batch='yes' .*auto, on, off"),
 ])
 def test_bad_config_values_name_the_field(field, value, pattern):
   with pytest.raises(config_lib.ConfigError, match=pattern):

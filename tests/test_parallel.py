@@ -79,6 +79,10 @@ def test_split_gradients_against_finite_differences(lstm):
 
 def test_device_counts_and_bad_arguments():
   assert parallel.batch_devices_used(7, TWO) == 2 and parallel.batch_devices_used(1, TWO) == 1
+  assert parallel.batch_sharding(4, TWO).spec == jax.sharding.PartitionSpec("batch")
+  assert parallel.batch_sharding(3, TWO).spec == jax.sharding.PartitionSpec()  # padded
+  assert parallel.batch_sharding(1, TWO).device_set == {TWO[0]}
+  assert parallel.replicated(2, TWO).device_set == set(TWO)
   with pytest.raises(ValueError, match=r"batch=0 is not allowed"):
     parallel.batch_devices_used(0)
   fn = parallel.split_batch(lambda p, x: x * p, TWO, batch_argnums=(3,))
@@ -98,3 +102,37 @@ def test_set_cpu_devices_leaves_an_initialised_backend_and_xla_flags_alone(monke
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
   assert parallel.set_cpu_devices(0) == 0
   assert parallel.usable_cores() >= 1
+
+
+def test_split_policy():
+  assert parallel.split_pays(32, 100e6, TWO)
+  assert not parallel.split_pays(32, 100e6, TWO[:1])  # one device
+  assert not parallel.split_pays(6, 100e6, TWO)  # 3 rows per device
+  assert not parallel.split_pays(32, 40e6, TWO)  # 20 MFLOP per device
+  params = {"w": np.zeros((3, 4)), "b": np.zeros(4), "rnn": [{"w_h": np.zeros((2, 8))}]}
+  assert parallel.matmul_flops(params, 10, train=False) == 2 * 10 * (12 + 16)
+  assert parallel.matmul_flops(params, 10, train=True) == 6 * 10 * (12 + 16)
+  with pytest.raises(ValueError, match=r"split_batch='yes' .*'auto', 'on', 'off'"):
+    parallel.check_split("yes")
+
+
+def test_one_seed_trains_the_same_with_its_batch_split():
+  """A one-seed training chunk and evaluation with the batch split over two
+  devices ("on") and not ("off"): same losses and parameters."""
+  import importlib
+  from lstm_jax import config as config_lib, training
+  task, model = config_lib.validate(
+      importlib.import_module("configs.delayed_recall").get_config("quick"))
+  optimizer = training.make_optimizer(learning_rate=1e-2)
+  init_keys, data_keys, eval_keys = training.seed_keys(0, 1)
+  state = training.init_state(model, optimizer, init_keys, task.input_size)
+  out = {}
+  for split in ("on", "off"):
+    chunk = training.make_train_chunk(model, task, optimizer, 6, 3, devices=TWO,
+                                      split_batch=split)
+    new, metrics, _ = chunk(jax.tree_util.tree_map(jnp.copy, state), data_keys)
+    loss, per_seq = training.make_eval(model, task, 10, devices=TWO, split_batch=split)(
+        new.params, eval_keys)
+    out[split] = jax.device_get((new.params, metrics["loss"], loss, per_seq))
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
+                         out["on"], out["off"])
