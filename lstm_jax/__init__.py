@@ -11,10 +11,14 @@ Layers of the library (each imports only the ones before it)::
     linen     flax.linen cells over the same functions
     nnx       flax.nnx cells over the same functions
     interop   parameters from/to torch.nn.LSTM and flax.linen LSTM cells
+    ensemble  a one-seed function run for N seeds, spread over devices
+    parallel  a per-sequence function run with its batch split over devices;
+              how many CPU devices JAX makes
     models, training, config, runner, sweep, tasks   the experiment layer
 
-``lstm_jax.linen``, ``lstm_jax.nnx`` and the experiment modules are imported
-on first use, so ``import lstm_jax`` stays light.
+``lstm_jax.linen``, ``lstm_jax.nnx``, ``ensemble``, ``parallel`` and the
+experiment modules are imported on first use, so ``import lstm_jax`` stays
+light.
 """
 
 import importlib
@@ -32,7 +36,8 @@ from lstm_jax.sequence import (bidirectional_rnn, init_stack, rnn, scan_layer,
 
 __version__ = "0.1.0"
 
-_LAZY = ("linen", "nnx", "models", "training", "config", "runner", "sweep", "tasks")
+_LAZY = ("linen", "nnx", "ensemble", "parallel", "models", "training", "config", "runner",
+         "sweep", "tasks")
 
 
 def __getattr__(name: str):
