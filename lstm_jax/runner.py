@@ -56,7 +56,7 @@ class _Writers:
     self.num_seeds = num_seeds
 
   def write(self, record: dict[str, Any], prefix: str) -> None:
-    self.jsonl.write(json.dumps(training.to_jsonable(record)) + "\n")
+    self.jsonl.write(json.dumps(wd.to_jsonable(record)) + "\n")
     self.jsonl.flush()
     seed = record.get("seed", 0)
     for key, value in record.items():
@@ -158,7 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def _train(config, workdir, task, model, progress, caught) -> dict[str, Any]:
-  training.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+  wd.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
   start = time.time()
   optimizer = training.make_optimizer(**config_lib.optimizer_kwargs(config))
   num_seeds, batch_size = config.num_seeds, config.batch_size
@@ -218,13 +218,13 @@ def _train(config, workdir, task, model, progress, caught) -> dict[str, Any]:
   def save(at_step: int) -> None:
     loop.update(crit=[state_to_json(c) for c in crit_states], solved_step=solved_step,
                 wall_time_s=loop_time(), skipped=skipped)
-    store.save(at_step, state, training.to_jsonable(loop))
+    store.save(at_step, state, wd.to_jsonable(loop))
 
   def write_summary(final: list[dict[str, float]] | None, status: str,
                     reason: str | None = None) -> dict[str, Any]:
     summary = _summary(config, task, criterion, step, solved_step, final, loop_time(),
                        status, reason, skipped)
-    training.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+    wd.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
     return summary
 
   bar = None

@@ -14,7 +14,6 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -260,22 +259,3 @@ def seed_keys(seed: int, num_seeds: int) -> tuple[Array, Array, Array]:
   base = jax.vmap(lambda s: jax.random.key(s))(jnp.arange(seed, seed + num_seeds))
   split = jax.vmap(lambda k: jax.random.split(k, 3))(base)
   return split[:, 0], split[:, 1], split[:, 2]
-
-
-def to_jsonable(tree: Any) -> Any:
-  """NumPy/JAX arrays and scalars in ``tree`` as JSON-friendly Python values."""
-  if isinstance(tree, dict):
-    return {str(k): to_jsonable(v) for k, v in tree.items()}
-  if isinstance(tree, (list, tuple)):
-    return [to_jsonable(v) for v in tree]
-  if isinstance(tree, (np.ndarray, jax.Array)):
-    return np.asarray(tree).tolist()
-  if isinstance(tree, (np.floating, np.integer, np.bool_)):
-    return tree.item()
-  return tree
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-  """Write ``data`` as JSON to ``path`` via a temporary file and a rename."""
-  from lstm_jax.workdir import write_text_atomic
-  write_text_atomic(path, json.dumps(to_jsonable(data), indent=2, sort_keys=True))

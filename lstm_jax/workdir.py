@@ -21,6 +21,7 @@ import socket
 import time
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import orbax.checkpoint as ocp
 
 LOCK_NAME = ".lock"
@@ -42,6 +43,25 @@ def write_text_atomic(path: str, text: str) -> None:
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def to_jsonable(tree: Any) -> Any:
+  """NumPy/JAX arrays and scalars in ``tree`` as JSON-friendly Python values."""
+  if isinstance(tree, dict):
+    return {str(k): to_jsonable(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [to_jsonable(v) for v in tree]
+  if hasattr(tree, "__array__") and hasattr(tree, "shape"):  # np.ndarray, jax.Array
+    return np.asarray(tree).tolist()
+  if isinstance(tree, (np.floating, np.integer, np.bool_)):
+    return tree.item()
+  return tree
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+  """Write ``data`` (through :func:`to_jsonable`) as indented JSON to ``path``,
+  atomically (:func:`write_text_atomic`)."""
+  write_text_atomic(path, json.dumps(to_jsonable(data), indent=2, sort_keys=True))
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
