@@ -192,15 +192,20 @@ def _placed(fn: Callable[..., Any], devices: Sequence[jax.Device] | None,
   whose batch is split, copied to every device of the split), so feeding
   results back in does not compile again. The jitted ``fn`` is ``run.jitted``.
   ``splits(tree, keys)``: the batch size of a call that splits its batch, else 0."""
-  def run(tree: Any, keys: Array):
+  def place(tree: Any, keys: Array) -> tuple[Any, Array]:
     num_seeds = keys.shape[0]
     batch = splits(tree, keys)
     if batch:
       sharding = parallel.replicated(parallel.batch_devices_used(batch, devices), devices)
     else:
       sharding = ensemble_lib.seed_sharding(num_seeds, devices)
-    return fn(jax.device_put(tree, sharding), jax.device_put(keys, sharding))
+    return jax.device_put(tree, sharding), jax.device_put(keys, sharding)
+
+  def run(tree: Any, keys: Array):
+    return fn(*place(tree, keys))
   run.jitted = fn
+  run.place = place
+  run.lower = lambda tree, keys: fn.lower(*place(tree, keys))
   return run
 
 
