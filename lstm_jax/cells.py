@@ -34,6 +34,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import checks
 from lstm_jax import gates as G
 from lstm_jax import init as initializers
 
@@ -98,10 +99,9 @@ class LSTMVariant:
   layer_norm: bool = False
 
   def __post_init__(self):
-    if self.forget_gate not in ("learned", "none", "coupled"):
-      raise ValueError(f"forget_gate={self.forget_gate!r}; allowed: learned, none, coupled")
+    checks.choice("forget_gate", self.forget_gate, ("learned", "none", "coupled"))
     for field in ("input_activation", "output_activation"):
-      initializers.check_name(field, getattr(self, field), tuple(G.ACTIVATIONS))
+      checks.choice(field, getattr(self, field), tuple(G.ACTIVATIONS))
     if self.forget_gate == "coupled" and not self.input_gate:
       raise ValueError("forget_gate='coupled' (f = 1 - i) needs input_gate=True")
     if self.gate_recurrence and not (self.input_gate and self.output_gate
@@ -332,9 +332,11 @@ def elman_step(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
 # Static cell description.
 
 
-def _check_positive_int(field: str, value: Any, minimum: int = 1) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ValueError(f"{field}={value!r}: expected an integer >= {minimum}")
+INIT_OPTIONS: tuple[str, ...] = ("kernel_init", "recurrent_init", "bias_init", "forget_bias",
+                                 "chrono_t_max", "init_scale", "use_bias")
+"""The :class:`Cell` fields that say how its parameters are initialised (and
+whether it has biases): the one list the Flax wrappers, the interop functions
+and the experiment config pass through."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,25 +376,30 @@ class Cell:
   def __post_init__(self):
     if self.kind not in ("lstm", "gru", "elman"):
       raise ValueError(f"kind={self.kind!r}; allowed: lstm, gru, elman")
-    _check_positive_int("hidden_size", self.hidden_size)
-    _check_positive_int("proj_size", self.proj_size, minimum=0)
+    checks.integer("hidden_size", self.hidden_size, 1)
+    checks.integer("proj_size", self.proj_size, 0)
     if self.proj_size and self.kind != "lstm":
       raise ValueError(f"proj_size={self.proj_size} is only available for LSTM cells, "
                        f"not {self.kind!r}")
     if self.proj_size >= self.hidden_size and self.proj_size:
       raise ValueError(f"proj_size={self.proj_size} must be smaller than "
                        f"hidden_size={self.hidden_size} (as in torch.nn.LSTM)")
-    initializers.check_name("kernel_init", self.kernel_init, initializers.KERNEL_INITS)
-    initializers.check_name("recurrent_init", self.recurrent_init, initializers.KERNEL_INITS)
-    initializers.check_name("bias_init", self.bias_init, initializers.BIAS_INITS)
+    checks.choice("kernel_init", self.kernel_init, initializers.KERNEL_INITS)
+    checks.choice("recurrent_init", self.recurrent_init, initializers.KERNEL_INITS)
+    checks.choice("bias_init", self.bias_init, initializers.BIAS_INITS)
     if self.bias_init == "chrono":
       if self.kind != "lstm":
         raise ValueError("bias_init='chrono' is defined for LSTM cells only")
       if self.chrono_t_max is None or not self.chrono_t_max > 2:
         raise ValueError(f"chrono_t_max={self.chrono_t_max!r}: bias_init='chrono' needs the "
                          "longest expected dependency T_max > 2")
-    if not self.init_scale > 0:
-      raise ValueError(f"init_scale={self.init_scale!r}: expected a positive number")
+    checks.number("forget_bias", self.forget_bias, -float("inf"))
+    checks.number("init_scale", self.init_scale, 0.0, strict=True)
+    checks.boolean("use_bias", self.use_bias)
+
+  def init_options(self) -> dict[str, Any]:
+    """``{name: value}`` of the :data:`INIT_OPTIONS` of this cell."""
+    return {name: getattr(self, name) for name in INIT_OPTIONS}
 
   # -- sizes -----------------------------------------------------------------
   @property
@@ -410,7 +417,7 @@ class Cell:
   # -- parameters ------------------------------------------------------------
   def init(self, key: Array, input_size: int, dtype: jnp.dtype = jnp.float32) -> Params:
     """Initial parameters for inputs of size ``input_size`` (layout: module docstring)."""
-    _check_positive_int("input_size", input_size)
+    checks.integer("input_size", input_size, 1)
     h, r, nb = self.hidden_size, self.output_size, self.num_blocks
     k_x, k_h, k_b, k_p = jax.random.split(key, 4)
     kw = dict(scale=self.init_scale, dtype=dtype)
@@ -548,7 +555,7 @@ def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
     raise ValueError(f"unknown cell option(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
   if isinstance(name, LSTMVariant):
     return Cell("lstm", hidden_size, name, proj_size, "custom", **options)
-  initializers.check_name("cell", name, CELL_NAMES)
+  checks.choice("cell", name, CELL_NAMES)
   if name == "lstmp" and not proj_size:
     raise ValueError("cell='lstmp' needs proj_size > 0 (and smaller than hidden_size)")
   if name in BASELINES:

@@ -58,6 +58,8 @@ def _kernel_fn(name: str, scale: float) -> KernelInit:
       "uniform": lambda: _uniform(scale),
       "zeros": lambda: inits.zeros,
   }
+  if name not in table:
+    raise ValueError(f"kernel initialiser {name!r} is not one of {', '.join(KERNEL_INITS)}")
   return table[name]()
 
 
@@ -68,12 +70,6 @@ KERNEL_INITS: tuple[str, ...] = ("lecun_normal", "lecun_uniform", "glorot_normal
 
 BIAS_INITS: tuple[str, ...] = ("forget", "chrono", "hs1997")
 """Names accepted for an LSTM's ``bias_init``."""
-
-
-def check_name(field: str, value: str, allowed: tuple[str, ...]) -> None:
-  """Raise ``ValueError`` naming ``field`` unless ``value`` is in ``allowed``."""
-  if not isinstance(value, str) or value not in allowed:
-    raise ValueError(f"{field}={value!r} is not a known name; allowed: {', '.join(allowed)}")
 
 
 def gate_kernel(name: str, key: Array, fan_in: int, hidden_size: int, num_gates: int,
@@ -93,7 +89,6 @@ def gate_kernel(name: str, key: Array, fan_in: int, hidden_size: int, num_gates:
   Returns:
     ``[fan_in, G*H]`` kernel.
   """
-  check_name("kernel init", name, KERNEL_INITS)
   fn = _kernel_fn(name, scale)
   keys = jax.random.split(key, num_gates)
   # Drawn in float32 and cast: CPU linear algebra has no half-precision QR (orthogonal).
@@ -116,7 +111,8 @@ def lstm_bias(name: str, key: Array, hidden_size: int, *, forget_bias: float = 1
 
   * ``forget``: ``b = [0, forget_bias, 0, 0]`` per unit.
   * ``chrono``: ``b_f = log(u), u ~ U[1, t_max - 1]``; ``b_i = -b_f``;
-    ``b_g = b_o = 0``. Requires ``t_max > 2``.
+    ``b_g = b_o = 0``. Needs ``t_max > 2`` (a :class:`lstm_jax.Cell` checks
+    its options when built; this function trusts them).
   * ``hs1997``: ``b_i = -(k+1) * input_step`` and ``b_o = -(k+1) * output_step``
     for the unit's memory block ``k`` in 0..3; ``b_f = forget_bias``.
 
@@ -132,17 +128,15 @@ def lstm_bias(name: str, key: Array, hidden_size: int, *, forget_bias: float = 1
   Returns:
     ``[4H]`` bias.
   """
-  check_name("bias_init", name, BIAS_INITS)
   h = hidden_size
   zeros = jnp.zeros((h,), dtype)
   if name == "forget":
     return jnp.concatenate([zeros, jnp.full((h,), forget_bias, dtype), zeros, zeros])
   if name == "chrono":
-    if t_max is None or not t_max > 2:
-      raise ValueError(f"chrono_t_max={t_max!r}: chrono initialisation needs the longest "
-                       "expected dependency T_max > 2 (e.g. 3T/2 for the copy task)")
     b_f = jnp.log(jax.random.uniform(key, (h,), jnp.float32, 1.0, t_max - 1.0)).astype(dtype)
     return jnp.concatenate([-b_f, b_f, zeros, zeros])
+  if name != "hs1997":
+    raise ValueError(f"bias scheme {name!r} is not one of {', '.join(BIAS_INITS)}")
   stair = -(jnp.asarray(_blocks(h, 4), dtype) + 1)
   return jnp.concatenate([stair * input_step, jnp.full((h,), forget_bias, dtype), zeros,
                           stair * output_step])
