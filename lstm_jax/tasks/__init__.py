@@ -1,9 +1,10 @@
 """Long-lag memory tasks: batch generators, losses, per-sequence metrics and
 stopping rules, and a registry by name.
 
-Definitions follow /work/shared/TASKS.md and, where it differs, Hochreiter &
-Schmidhuber (1997); each task's docstring records the differences. Tasks know
-nothing of models: this package imports only JAX and NumPy.
+Each task follows the paper it cites (Hochreiter & Schmidhuber 1997 for the
+``hs*`` and ``reber`` tasks); its docstring records every difference. Tasks
+know nothing of models: this package imports only JAX, NumPy and
+:mod:`lstm_jax.checks`.
 
 Quick start::
 

@@ -32,7 +32,8 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step, check_int,
+from lstm_jax import checks
+from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step,
                                  draw_lengths, last_step_mask, time_index, to_int, uniforms,
                                  valid_steps)
 from lstm_jax.tasks.criteria import Criterion
@@ -135,7 +136,7 @@ class Multiplication1997(Adding1997):
   n_seq: int = 140
 
   def _validate(self) -> None:
-    self._set("n_seq", check_int(self.name, "n_seq", self.n_seq, 1, 2000,
+    self._set("n_seq", checks.integer(f"{self.name}: n_seq", self.n_seq, 1, 2000,
                                  "stop when fewer than n_seq of the last 2,000 are wrong"))
 
   def _criterion(self) -> Criterion:

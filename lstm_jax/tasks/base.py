@@ -1,6 +1,6 @@
 """Shared machinery of the long-lag tasks: the :class:`Batch`, the :class:`Task`
 base class (losses, predictions, per-sequence metrics, summaries) and helpers
-for argument checks and variable-length batches.
+for variable-length batches.
 
 Shapes (``B`` batch, ``T`` the task's static ``max_length``, ``I`` input size,
 ``O`` output size)::
@@ -19,7 +19,8 @@ after the last real step. Tasks whose answer is given at the end put the
 target (and the only mask entry) at step ``lengths[b] - 1``; nothing in the
 inputs before that step reveals where the sequence will end.
 
-This module knows nothing of models: it imports only JAX and NumPy.
+This module knows nothing of models: it imports only JAX, NumPy and
+:mod:`lstm_jax.checks`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import jax.scipy.special  # noqa: F401  (ndtri)
 import numpy as np
 
+from lstm_jax import checks
 from lstm_jax.tasks.criteria import Criterion, summarize_common
 
 Array = jax.Array
@@ -54,35 +56,6 @@ class Batch(NamedTuple):
   targets: Array
   mask: Array
   lengths: Array
-
-
-# ----------------------------------------------------------------------------
-# Argument checks (plain Python, before anything is traced).
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def check_int(owner: str, field: str, value: Any, minimum: int,
-              maximum: int | None = None, meaning: str = "") -> int:
-  """Return ``value`` as an ``int`` or raise a ValueError naming field, value and range."""
-  ok = _is_int(value) and value >= minimum and (maximum is None or value <= maximum)
-  if not ok:
-    allowed = (f"an integer >= {minimum}" if maximum is None else
-               f"an integer in [{minimum}, {maximum}]")
-    extra = f" ({meaning})" if meaning else ""
-    raise ValueError(f"{owner}: {field}={value!r} is not allowed; "
-                     f"{field} must be {allowed}{extra}")
-  return int(value)
-
-
-def check_choice(owner: str, field: str, value: Any, allowed: tuple[Any, ...]) -> Any:
-  """Return ``value`` if it is one of ``allowed``, else raise a ValueError."""
-  if isinstance(value, (bool, np.bool_)) or value not in allowed:
-    raise ValueError(f"{owner}: {field}={value!r} is not allowed; "
-                     f"allowed values: {', '.join(map(repr, allowed))}")
-  return value
 
 
 # ----------------------------------------------------------------------------
@@ -215,8 +188,8 @@ class Task:
   lag: int = 1
 
   def __post_init__(self) -> None:
-    self._set("lag", check_int(self.name, "lag", self.lag, self.min_lag, None,
-                               self.lag_meaning))
+    self._set("lag", checks.integer(f"{self.name}: lag", self.lag, self.min_lag,
+                                    meaning=self.lag_meaning))
     self._validate()
 
   # -- hooks for subclasses ---------------------------------------------------
@@ -273,7 +246,7 @@ class Task:
     Returns:
       A :class:`Batch` with ``T = self.max_length``.
     """
-    batch_size = check_int(self.name, "batch_size", batch_size, 1)
+    batch_size = checks.integer(f"{self.name}: batch_size", batch_size, 1)
     return _sample_jit(self, key, batch_size)
 
   def predict(self, outputs: Array) -> Array:
@@ -359,6 +332,6 @@ def softmax_step_error(predictions: Array, batch: Batch, n_classes: int) -> Arra
   return jnp.max(jnp.abs(predictions - onehot), axis=-1)
 
 
-__all__ = ["Batch", "LOSS_TYPES", "Task", "at_last_step", "check_choice", "check_int",
+__all__ = ["Batch", "LOSS_TYPES", "Task", "at_last_step",
            "draw_lengths", "last_step_mask", "masked_mean_per_sequence", "softmax_step_error",
            "time_index", "to_int", "to_normal", "uniforms", "valid_steps"]

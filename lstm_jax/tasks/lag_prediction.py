@@ -17,7 +17,8 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step, check_int,
+from lstm_jax import checks
+from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step,
                                  last_step_mask, softmax_step_error, time_index, to_int,
                                  uniforms, valid_steps)
 from lstm_jax.tasks.criteria import Criterion
@@ -170,7 +171,8 @@ class DistractorLongLag(Task):
 
   def _validate(self) -> None:
     p = self.lag if self.p is None else self.p
-    self._set("p", check_int(self.name, "p", p, 1, None, "number of distractor symbols"))
+    self._set("p", checks.integer(f"{self.name}: p", p, 1,
+                                  meaning="number of distractor symbols"))
 
   @property
   def input_size(self) -> int:

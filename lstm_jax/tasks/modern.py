@@ -17,7 +17,8 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step, check_int,
+from lstm_jax import checks
+from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step,
                                  last_step_mask, softmax_step_error, time_index, to_int,
                                  uniforms)
 from lstm_jax.tasks.criteria import Criterion
@@ -200,10 +201,10 @@ class DelayedRecall(Task):
   n_distractors: int = 4
 
   def _validate(self) -> None:
-    self._set("n_symbols", check_int(self.name, "n_symbols", self.n_symbols, 2, None,
-                                     "K, the symbols to remember"))
-    self._set("n_distractors", check_int(self.name, "n_distractors", self.n_distractors, 0,
-                                         None, "D, the distractor tokens"))
+    self._set("n_symbols", checks.integer(f"{self.name}: n_symbols", self.n_symbols, 2,
+                                          meaning="K, the symbols to remember"))
+    self._set("n_distractors", checks.integer(f"{self.name}: n_distractors", self.n_distractors,
+                                              0, meaning="D, the distractor tokens"))
 
   @property
   def chance_accuracy(self) -> float:

@@ -45,7 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.tasks.base import Batch, PerSequence, Task, check_int, uniforms, valid_steps
+from lstm_jax import checks
+from lstm_jax.tasks.base import Batch, PerSequence, Task, uniforms, valid_steps
 from lstm_jax.tasks.criteria import Criterion
 
 Array = jax.Array
@@ -137,9 +138,10 @@ class EmbeddedReber(Task):
   max_symbols: int = 40
 
   def _validate(self) -> None:
-    check_int(self.name, "lag", self.lag, 9, 9, self.lag_meaning)
-    self._set("max_symbols", check_int(self.name, "max_symbols", self.max_symbols, 9, None,
-                                       "cap on the string length; 9 is the shortest string"))
+    checks.integer(f"{self.name}: lag", self.lag, 9, 9, self.lag_meaning)
+    self._set("max_symbols", checks.integer(
+        f"{self.name}: max_symbols", self.max_symbols, 9,
+        meaning="cap on the string length; 9 is the shortest string"))
 
   @property
   def input_size(self) -> int:

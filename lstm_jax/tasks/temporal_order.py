@@ -31,8 +31,9 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step, check_choice,
-                                 check_int, draw_lengths, last_step_mask, softmax_step_error,
+from lstm_jax import checks
+from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step, draw_lengths,
+                                 last_step_mask, softmax_step_error,
                                  time_index, to_int, uniforms, valid_steps)
 from lstm_jax.tasks.criteria import Criterion
 
@@ -140,7 +141,7 @@ class TemporalOrder6a(_TemporalOrderBase):
   lag: int = 100
 
   def _validate(self) -> None:
-    check_int(self.name, "lag", self.lag, 100, 100, self.lag_meaning)
+    checks.integer(f"{self.name}: lag", self.lag, 100, 100, self.lag_meaning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +171,7 @@ class TemporalOrder(_TemporalOrderBase):
   n_markers: int = 2      # type: ignore[misc]  (a field here, a class constant above)
 
   def _validate(self) -> None:
-    check_choice(self.name, "n_markers", self.n_markers, (2, 3))
+    checks.choice(f"{self.name}: n_markers", self.n_markers, (2, 3))
     scaled_windows(self.n_markers, self.lag)    # raises if lag cannot hold the windows
 
 

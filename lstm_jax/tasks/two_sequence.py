@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step, check_choice,
-                                 check_int, draw_lengths, last_step_mask, time_index,
+from lstm_jax import checks
+from lstm_jax.tasks.base import (Batch, PerSequence, Task, at_last_step, draw_lengths,
+                                 last_step_mask, time_index,
                                  to_normal, uniforms, valid_steps)
 from lstm_jax.tasks.criteria import Criterion
 
@@ -56,9 +57,9 @@ class TwoSequence(Task):
   stop: str = "ST2"
 
   def _validate(self) -> None:
-    self._set("n", check_int(self.name, "n", self.n, 1, self.lag - 1,
+    self._set("n", checks.integer(f"{self.name}: n", self.n, 1, self.lag - 1,
                              "N, the informative first elements; below T = lag"))
-    check_choice(self.name, "stop", self.stop, ("ST1", "ST2"))
+    checks.choice(f"{self.name}: stop", self.stop, ("ST1", "ST2"))
 
   @property
   def input_size(self) -> int:
