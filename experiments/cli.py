@@ -10,14 +10,14 @@ from typing import Iterator
 from absl import flags
 
 from lstm_jax.config import ConfigError
-from lstm_jax.parallel import set_cpu_devices
+from lstm_jax.devices import set_cpu_devices
 from lstm_jax.runner import Interrupted, NonFiniteError
 from lstm_jax.workdir import WorkdirError
 
 
 CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "CPU devices JAX makes (a run spreads its seeds, or one seed's "
-    "batch, over them: lstm_jax.ensemble, lstm_jax.parallel); 0: one per usable core. "
+    "batch, over them: lstm_jax.devices); 0: one per usable core. "
     "Ignored when XLA_FLAGS sets --xla_force_host_platform_device_count.", lower_bound=0)
 
 

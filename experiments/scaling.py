@@ -26,17 +26,17 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from lstm_jax import ensemble as ensemble_lib
-from lstm_jax import parallel, training
+from lstm_jax import devices as devices_lib
+from lstm_jax import training
 from lstm_jax.models import make_model
 
 
 def memory_row(time_steps: int, remat: str, *, batch: int = 8, hidden: int = 64,
                inputs: int = 1, outputs: int = 1, run: bool = False) -> dict:
   """XLA temporaries (and optionally the time) of one training step."""
-  model = make_model("vanilla", hidden, outputs)
+  model = make_model("vanilla", hidden, outputs, remat=remat)
   params = model.init(jax.random.key(0), inputs)
-  loss = lambda p, x: jnp.mean(model.apply(p, x, remat=remat) ** 2)
+  loss = lambda p, x: jnp.mean(model.apply(p, x) ** 2)
   spec = jax.ShapeDtypeStruct((batch, time_steps, inputs), jnp.float32)
   t0 = time.perf_counter()
   compiled = jax.jit(jax.grad(loss)).lower(params, spec).compile()
@@ -59,14 +59,14 @@ def seeds_row(num_seeds: int, *, batch: int = 32, time_steps: int = 100, inputs:
 
   The seeds run as in a run (:func:`lstm_jax.training.make_train_chunk`):
   ``ensemble`` on each of the first ``devices`` local devices, ``impl``
-  through :func:`lstm_jax.training.seed_impl`.
+  through :meth:`lstm_jax.devices.Placement.layer_impl`.
   """
   available = jax.local_devices()
   if not 1 <= devices <= len(available):
     raise ValueError(f"devices={devices!r} is not allowed; this process has "
                      f"{len(available)} local device(s)")
   used_devices = available[:devices]
-  model = make_model("vanilla", hidden, inputs)
+  model = make_model("vanilla", hidden, inputs, impl=impl)
   optimizer = training.make_optimizer()
   init_keys, data_keys, _ = training.seed_keys(0, num_seeds)
   state = training.init_state(model, optimizer, init_keys, inputs)
@@ -83,18 +83,16 @@ def seeds_row(num_seeds: int, *, batch: int = 32, time_steps: int = 100, inputs:
     def per_sequence(self, out, batch):
       return {"error": jnp.mean((out - batch.targets) ** 2, axis=(1, 2))}
 
-  used = training.seed_impl(impl, num_seeds, ensemble, used_devices)
-  chunk = training.make_train_chunk(model, _Task(), optimizer, batch, steps, impl=impl,
-                                    ensemble=ensemble, devices=used_devices)
+  placement = devices_lib.Placement.build(num_seeds, ensemble, devices=used_devices)
+  chunk = training.make_train_chunk(model, _Task(), optimizer, batch, steps, placement)
   state, *_ = jax.block_until_ready(chunk(state, data_keys))  # compile
   rates = []
   for _ in range(rounds):
     t0 = time.perf_counter()
     state, *_ = jax.block_until_ready(chunk(state, data_keys))
     rates.append(num_seeds * batch * steps / (time.perf_counter() - t0))
-  return {"seeds": num_seeds, "impl": used,
-          "ensemble": ensemble_lib.resolve(ensemble, used_devices),
-          "devices": ensemble_lib.num_devices_used(num_seeds, used_devices),
+  return {"seeds": num_seeds, "impl": placement.layer_impl(impl),
+          "ensemble": placement.ensemble, "devices": placement.seed_devices,
           "sequences_per_s": statistics.median(rates)}
 
 
@@ -110,12 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   sds.add_argument("--shape", default="32,100,8,128", help="B,T,I,H")
   sds.add_argument("--rounds", type=int, default=5)
   sds.add_argument("--impls", default="auto",
-                   help="layer implementations to measure (training.seed_impl)")
-  sds.add_argument("--ensembles", default="vmap,map", help="lstm_jax.ensemble.ENSEMBLES")
+                   help="layer implementations to measure (devices.Placement.layer_impl)")
+  sds.add_argument("--ensembles", default="vmap,map", help="lstm_jax.devices.ENSEMBLES")
   sds.add_argument("--devices", default="1,2", help="devices to spread the seeds over")
   args = parser.parse_args(argv)
   if args.what == "seeds":
-    parallel.set_cpu_devices(max(map(int, args.devices.split(","))))
+    devices_lib.set_cpu_devices(max(map(int, args.devices.split(","))))
   print(f"# {jax.devices()[0].platform}, jax {jax.__version__}")
   if args.what == "memory":
     print("| T | remat | XLA temporaries (MiB) | compile s | step s | grads finite |")
@@ -134,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       for ens in args.ensembles.split(","):
         for d in map(int, args.devices.split(",")):
           for s in map(int, args.seeds.split(",")):
-            layout = (impl, ensemble_lib.resolve(ens), min(s, d), s)
+            layout = (impl, devices_lib.resolve(ens), min(s, d), s)
             if s == 1:  # one seed: neither the ensemble mode nor the device count matter
               layout = (impl, "-", 1, 1)
             if layout in seen:

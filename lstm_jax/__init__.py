@@ -2,6 +2,7 @@
 
 Layers of the library (each imports only the ones before it)::
 
+    checks    the argument checks every layer uses (one line: field, value, allowed)
     gates     the four parts of the cell: i, f, o gates, cell update, h = o * tanh(c)
     cells     one step of an LSTM variant, GRU or Elman RNN; Cell descriptions
     init      initialisers by name (forget bias, chrono, orthogonal, 1997 scheme)
@@ -11,18 +12,18 @@ Layers of the library (each imports only the ones before it)::
     linen     flax.linen cells over the same functions
     nnx       flax.nnx cells over the same functions
     interop   parameters from/to torch.nn.LSTM and flax.linen LSTM cells
-    ensemble  a one-seed function run for N seeds, spread over devices
-    parallel  a per-sequence function run with its batch split over devices;
-              how many CPU devices JAX makes
+    devices   a function with a leading axis (seeds, or batch rows) split over
+              devices; the placement of a run; how many CPU devices JAX makes
     models, training, config, runner, sweep, tasks   the experiment layer
 
-``lstm_jax.linen``, ``lstm_jax.nnx``, ``ensemble``, ``parallel`` and the
+``lstm_jax.linen``, ``lstm_jax.nnx``, ``devices`` and the
 experiment modules are imported on first use, so ``import lstm_jax`` stays
 light.
 """
 
 import importlib
 
+from lstm_jax import checks
 from lstm_jax import fused
 from lstm_jax import gates
 from lstm_jax import init
@@ -36,7 +37,7 @@ from lstm_jax.sequence import (bidirectional_rnn, init_stack, rnn, scan_layer,
 
 __version__ = "0.1.0"
 
-_LAZY = ("linen", "nnx", "ensemble", "parallel", "models", "training", "config", "runner",
+_LAZY = ("linen", "nnx", "devices", "models", "training", "config", "runner",
          "sweep", "tasks")
 
 
@@ -47,7 +48,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "BASELINES", "CELL_NAMES", "VARIANTS", "Cell", "LSTMGates", "LSTMState", "LSTMVariant",
-    "bidirectional_rnn", "elman_step", "fused", "gates", "gru_step", "init", "interop",
+    "bidirectional_rnn", "checks", "elman_step", "fused", "gates", "gru_step", "init", "interop",
     "init_stack", "lstm_gates", "lstm_gates_from_preactivations", "lstm_preactivations",
     "lstm_step", "make_cell", "rnn", "scan_layer", "stacked_rnn",
 ]

@@ -16,13 +16,13 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     budget_sequences  training budget in sequences
     eval_size         held-out sequences per evaluation (at least the criterion's)
     seed, num_seeds   seeds seed..seed+num_seeds-1, trained as one program
-    ensemble          how the seeds run (lstm_jax.ensemble): spread over the
+    ensemble          how the seeds run (lstm_jax.devices): spread over the
                       local devices, and on each device "vmap" (batched),
                       "map" (one after another) or "auto" (map on CPU, vmap
                       on GPU/TPU)
     split_batch       a single seed's batch split over the local devices
-                      (lstm_jax.parallel): "auto" (where the step is big
-                      enough to gain, parallel.split_pays), "on" or "off"
+                      (lstm_jax.devices): "auto" (where the step is big
+                      enough to gain, devices.split_pays), "on" or "off"
     log_every, eval_every, checkpoint_every   intervals in updates
     remat             backward-pass memory: "none", "step" (recompute each step),
                       "sqrt" (O(sqrt(T)) stored states) or a segment length ("100")
@@ -31,7 +31,7 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     impl              how LSTM layers are differentiated: "auto" (the fused
                       layer of lstm_jax.fused where it applies; the plain
                       scan where a device runs several seeds vmapped, see
-                      training.seed_impl), "fused" (error where it does not
+                      devices.Placement.layer_impl), "fused" (error where it does not
                       apply) or "scan" (plain autodiff)
     nonfinite         "stop": a NaN/Inf loss, gradient or parameter ends the run
                       (last good checkpoint kept, non-zero exit); "skip": drop
@@ -40,27 +40,38 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
 
 from __future__ import annotations
 
-import math
-from typing import Any
+import re
+from typing import Any, NamedTuple, Sequence
 
-import jax.numpy as jnp
 import ml_collections
 
-from lstm_jax import init as initializers
-from lstm_jax.cells import CELL_NAMES
-from lstm_jax.ensemble import ENSEMBLES
-from lstm_jax.parallel import SPLITS
+from lstm_jax import checks
+from lstm_jax.cells import INIT_OPTIONS
+from lstm_jax.devices import Placement
 from lstm_jax.models import SequenceModel, make_model
-from lstm_jax.sequence import IMPLS, check_remat, fused_reason
 from lstm_jax.tasks import TASK_NAMES, Task, make_task
 from lstm_jax.training import OPTIMIZERS, SCHEDULES
 
 
 NONFINITE = ("stop", "skip")
 
+# Fields a built object checks itself, and where they live in the config.
+_MODEL_FIELDS = {"remat": "remat", "truncate": "tbptt", "impl": "impl",
+                 "num_layers": "model.num_layers", "output_size": "model.output_size",
+                 "cell": "model.cell"}
+_PLACEMENT_FIELDS = {"num_seeds": "num_seeds", "ensemble": "ensemble",
+                     "split_batch": "split_batch"}
+
 
 class ConfigError(ValueError):
   """A config value is not allowed; the message names field, value and what is allowed."""
+
+
+class Built(NamedTuple):
+  """What a config describes: the task, the model and the run's placement."""
+  task: Task
+  model: SequenceModel
+  placement: Placement
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -93,82 +104,82 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _fail(field: str, value: Any, allowed: str) -> None:
-  raise ConfigError(f"config.{field}={value!r} is not allowed; expected {allowed}")
+def _error(err: ValueError, fields: dict[str, str], prefix: str) -> ConfigError:
+  """The error of a built object as a config error: a message that starts
+  with ``name=`` gets the config path of ``name`` (from ``fields``, else
+  ``prefix.name``)."""
+  message = str(err)
+  match = re.match(r"(\w+)=", message)
+  if match:
+    name = match.group(1)
+    path = fields.get(name, f"{prefix}.{name}" if prefix else name)
+    return ConfigError(f"config.{path}{message[len(name):]}")
+  return ConfigError(f"config{'.' + prefix if prefix else ''}: {message}")
 
 
-def _int(c: ml_collections.ConfigDict, field: str, minimum: int) -> None:
-  value = c
-  for part in field.split("."):
-    value = value[part]
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    _fail(field, value, f"an integer >= {minimum}")
+def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = None) -> Built:
+  """The task, the model and the placement a config describes, or :class:`ConfigError`.
 
+  Fields that exist only in the config (sizes of the run, optimizer,
+  intervals) are checked here; the task, the model (its cell included) and
+  the placement check their own options when built, and their errors are
+  reported under the config field they came from. Runs in milliseconds and
+  compiles nothing.
 
-def _choice(value: Any, field: str, allowed: tuple[str, ...]) -> None:
-  if value not in allowed:
-    _fail(field, value, "one of: " + ", ".join(allowed))
-
-
-def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
-  """Check every field, build the task and the model, or raise :class:`ConfigError`.
-
-  Runs in milliseconds and compiles nothing.
+  Args:
+    config: an experiment config (:func:`default_config`).
+    devices: the run's devices (default ``jax.local_devices()``).
   """
-  _choice(config.task, "task", TASK_NAMES)
-  for field, minimum in (("lag", 1), ("batch_size", 1), ("budget_sequences", 1),
-                         ("eval_size", 1), ("seed", 0), ("num_seeds", 1), ("log_every", 1),
-                         ("eval_every", 1), ("checkpoint_every", 1),
-                         ("model.hidden_size", 1), ("model.num_layers", 1),
-                         ("model.proj_size", 0), ("optimizer.warmup_steps", 0), ("tbptt", 0)):
-    _int(config, field, minimum)
-  m, o = config.model, config.optimizer
-  _choice(m.cell, "model.cell", CELL_NAMES)
-  _choice(m.kernel_init, "model.kernel_init", initializers.KERNEL_INITS)
-  _choice(m.recurrent_init, "model.recurrent_init", initializers.KERNEL_INITS)
-  _choice(m.bias_init, "model.bias_init", initializers.BIAS_INITS)
-  _choice(o.name, "optimizer.name", OPTIMIZERS)
-  _choice(o.schedule, "optimizer.schedule", SCHEDULES)
-  _choice(config.nonfinite, "nonfinite", NONFINITE)
-  _choice(config.impl, "impl", IMPLS)
-  _choice(config.ensemble, "ensemble", ENSEMBLES)
-  _choice(config.split_batch, "split_batch", SPLITS)
   try:
-    check_remat(config.remat)
-  except ValueError:
-    _fail("remat", config.remat, "'none', 'step' (per-step recompute), 'sqrt' "
-          "(O(sqrt(T)) memory) or a segment length such as '100'")
-  for field, value in (("optimizer.learning_rate", o.learning_rate),
-                       ("model.init_scale", m.init_scale)):
-    if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-      _fail(field, value, "a finite number > 0")
-  for field, value in (("optimizer.grad_clip", o.grad_clip),
-                       ("optimizer.weight_decay", o.weight_decay),
-                       ("model.chrono_t_max", m.chrono_t_max)):
-    if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-      _fail(field, value, "a finite number >= 0")
-  if m.proj_size and m.proj_size >= m.hidden_size:
-    _fail("model.proj_size", m.proj_size,
-          f"0 (none) or a size smaller than model.hidden_size={m.hidden_size}")
+    checks.choice("task", config.task, TASK_NAMES)
+    for field, minimum in (("batch_size", 1), ("budget_sequences", 1), ("eval_size", 1),
+                           ("seed", 0), ("log_every", 1), ("eval_every", 1),
+                           ("checkpoint_every", 1), ("optimizer.warmup_steps", 0)):
+      checks.integer(field, _get(config, field), minimum)
+    o = config.optimizer
+    checks.choice("optimizer.name", o.name, OPTIMIZERS)
+    checks.choice("optimizer.schedule", o.schedule, SCHEDULES)
+    checks.choice("nonfinite", config.nonfinite, NONFINITE)
+    checks.number("optimizer.learning_rate", o.learning_rate, 0.0, strict=True)
+    checks.number("optimizer.grad_clip", o.grad_clip, 0.0)
+    checks.number("optimizer.weight_decay", o.weight_decay, 0.0)
+    checks.number("model.chrono_t_max", config.model.chrono_t_max, 0.0)
+  except ValueError as err:
+    raise ConfigError(f"config.{err}") from None
   try:
     task = make_task(config.task, lag=config.lag, **config.task_params.to_dict())
   except ValueError as err:
     raise ConfigError(f"config.task_params / config.lag: {err}") from None
-  t_max = m.chrono_t_max or 1.5 * task.max_length
+  m = config.model
+  options = {name: m[name] for name in INIT_OPTIONS if name in m}
+  if m.bias_init == "chrono":  # T_max defaults to 3/2 of the task's longest sequence
+    options["chrono_t_max"] = float(m.chrono_t_max or 1.5 * task.max_length)
+  else:
+    options.pop("chrono_t_max", None)
   try:
     model = make_model(m.cell, m.hidden_size, task.output_size, num_layers=m.num_layers,
-                       proj_size=m.proj_size, kernel_init=m.kernel_init,
-                       recurrent_init=m.recurrent_init, bias_init=m.bias_init,
-                       forget_bias=float(m.forget_bias), init_scale=float(m.init_scale),
-                       chrono_t_max=float(t_max) if m.bias_init == "chrono" else None)
+                       proj_size=m.proj_size, remat=config.remat, truncate=config.tbptt,
+                       impl=config.impl, **options)
   except ValueError as err:
-    raise ConfigError(f"config.model: {err}") from None
-  if config.impl == "fused":
-    remat = int(config.remat) if str(config.remat).isdigit() else config.remat
-    reason = fused_reason(model.cell, [jnp.float32], remat, config.tbptt)
-    if reason is not None:
-      _fail("impl", config.impl, f"'auto' or 'scan': the fused layer does not cover {reason}")
-  return task, model
+    raise _error(err, _MODEL_FIELDS, "model") from None
+  try:
+    placement = Placement.build(config.num_seeds, config.ensemble, config.split_batch,
+                                devices)
+  except ValueError as err:
+    raise _error(err, _PLACEMENT_FIELDS, "") from None
+  return Built(task, model, placement)
+
+
+def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
+  """``(task, model)`` of :func:`build` (checks everything the same way)."""
+  built = build(config)
+  return built.task, built.model
+
+
+def _get(c: ml_collections.ConfigDict, field: str) -> Any:
+  for part in field.split("."):
+    c = c[part]
+  return c
 
 
 def use_1997_cell(config: ml_collections.ConfigDict, hidden_size: int) -> None:

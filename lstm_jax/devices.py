@@ -1,14 +1,71 @@
-"""Devices: how many CPU devices JAX makes.
+"""Devices: where the seeds and the batch rows of a run are computed.
 
-(Being extended into the single device module of the library.)
+Everything here stands on one primitive, :func:`split_leading`: run a function
+with the leading axis of some of its arguments split into equal parts over
+the devices of a one-axis :class:`jax.sharding.Mesh` (``jax.shard_map``),
+padded when the parts are uneven, the other arguments copied to every
+device. Two uses of it:
+
+* **Seeds** (:func:`over_seeds`). A training run of ``S`` seeds holds every
+  array with a leading seed axis ``[S, ...]``. The seeds are split into equal
+  contiguous groups, one per device (``min(S, devices)`` of them; the last
+  group padded with copies of seed 0 whose results are dropped), and each
+  device runs its group either ``"vmap"`` (batched, one program whose every
+  operation carries the seed axis: what accelerators want) or ``"map"`` (one
+  seed after another with :func:`jax.lax.map`; on XLA's CPU backend a
+  batched per-step matmul runs on one core at a lower rate than the
+  unbatched one, so this was measured faster there: README, "Seed
+  ensembles"). ``"auto"`` is ``"map"`` on CPU and ``"vmap"`` on GPU/TPU.
+* **Batch rows** (:func:`split_batch`). An LSTM layer, a stack, and the
+  experiment model with its readout are per-sequence functions: row ``b`` of
+  their outputs depends only on row ``b`` of their inputs. They can run with
+  the batch split over the devices and the parameters copied to each; under
+  :func:`jax.grad` the parameter gradients of the parts are summed, and the
+  loss, computed outside from the whole batch, is unchanged, so results equal
+  the unsplit function's up to float rounding. On a multi-core CPU with one
+  JAX device per core this trains one model faster (README, "One model on
+  several cores"); the split costs a fixed ~0.3-0.5 ms per call, so
+  ``"auto"`` splits only calls big enough to gain (:func:`split_pays`).
+
+A run decides its :class:`Placement` once, from its config and the devices,
+and passes it down to the training code.
+
+A CPU has one JAX device unless asked for more before the first JAX
+computation (:func:`set_cpu_devices`); ``python -m experiments.run`` and
+``experiments.sweep`` make one per usable core (``--cpu_devices``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lstm_jax import checks
+
+Array = jax.Array
+
+SEED_AXIS = "seed"
+BATCH_AXIS = "batch"
+ENSEMBLES = ("auto", "vmap", "map")
+"""How the seeds of one device run: ``"vmap"``, ``"map"``, or ``"auto"``."""
+SPLITS = ("auto", "on", "off")
+"""Whether a single seed's batch is split over the devices."""
+
+# A split costs a fixed ~0.3-0.5 ms per call on a CPU (device synchronisation);
+# measured at (B, T, I, H) = (8, 20, 3, 8) it made training 5x slower, at
+# (32, 100, 8, 32) (49 MFLOP per device) 1.14x faster, at (32, 100, 8, 128) 1.5x.
+SPLIT_MIN_FLOPS = 32e6
+SPLIT_MIN_ROWS = 4
+
+
+# ----------------------------------------------------------------------------
+# CPU devices.
 
 
 def usable_cores() -> int:
@@ -30,9 +87,9 @@ def set_cpu_devices(count: int = 0) -> int:
   Raises:
     ValueError: ``count`` is not an integer >= 0.
   """
-  if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-    raise ValueError(f"cpu_devices={count!r} is not allowed; use an integer >= 1, "
-                     "or 0 for one device per usable core")
+  if not checks.is_int(count) or count < 0:
+    checks.fail("cpu_devices", count, "expected an integer >= 1, or 0 for one device per "
+                "usable core")
   if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
     return 0
   count = int(count) or usable_cores()
@@ -41,3 +98,342 @@ def set_cpu_devices(count: int = 0) -> int:
   except RuntimeError:  # backends already initialised: keep what they have
     return 0
   return count
+
+
+# ----------------------------------------------------------------------------
+# The primitive: a leading axis split over the devices of a mesh.
+
+
+def _devices(devices: Sequence[jax.Device] | None) -> tuple[jax.Device, ...]:
+  return tuple(jax.local_devices() if devices is None else devices)
+
+
+def devices_used(size: int, devices: Sequence[jax.Device] | None = None) -> int:
+  """How many of ``devices`` (default ``jax.local_devices()``) a leading axis
+  of ``size`` entries is split over: ``min(size, len(devices))``."""
+  if not checks.is_int(size) or size < 1:
+    checks.fail("size", size, "expected an integer >= 1 (seeds or batch rows)")
+  return max(1, min(int(size), len(_devices(devices))))
+
+
+def mesh(used: int, devices: Sequence[jax.Device] | None = None, axis: str = BATCH_AXIS
+         ) -> Mesh:
+  """A one-axis mesh named ``axis`` over the first ``used`` of ``devices``."""
+  return Mesh(np.asarray(_devices(devices)[:used]), (axis,))
+
+
+def sharding(size: int, devices: Sequence[jax.Device] | None = None, axis: str = BATCH_AXIS
+             ) -> jax.sharding.Sharding:
+  """Where :func:`split_leading` leaves ``[size, ...]`` results.
+
+  Split along ``axis`` over the devices used when they divide ``size``;
+  copied to each of them otherwise (the padded case); the first device when
+  one is used. Put a jitted function's inputs here too: a jitted function
+  compiles again for every new input sharding, so a loop that feeds results
+  back in compiles once.
+  """
+  used = devices_used(size, devices)
+  if used == 1:
+    return jax.sharding.SingleDeviceSharding(_devices(devices)[0])
+  spec = PartitionSpec(axis) if size % used == 0 else PartitionSpec()
+  return NamedSharding(mesh(used, devices, axis), spec)
+
+
+def replicated(used: int, devices: Sequence[jax.Device] | None = None
+               ) -> jax.sharding.Sharding:
+  """A copy on each of the first ``used`` devices (the parameters of a split call)."""
+  return NamedSharding(mesh(used, devices), PartitionSpec())
+
+
+def _leading_size(leaves: list[Any], what: str) -> int:
+  sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
+  if len(sizes) != 1 or None in sizes:
+    raise ValueError(f"the {what} arguments need one common leading {what} axis "
+                     f"[{what[0].upper()}, ...]; got leading sizes {sorted(sizes, key=str)}")
+  return sizes.pop()
+
+
+def split_leading(fn: Callable[..., Any], devices: Sequence[jax.Device] | None = None, *,
+                  argnums: Sequence[int] | None = None, axis: str = BATCH_AXIS,
+                  what: str = "batch") -> Callable[..., Any]:
+  """``fn`` run with the leading axis of some arguments split over ``devices``.
+
+  Args:
+    fn: ``fn(*args) -> out``, traceable; every leaf of a split argument is
+      ``[N, ...]``, every leaf of ``out`` is ``[N, ...]``, and entry ``n`` of
+      the outputs may depend on entry ``n`` of the split arguments only.
+    devices: the devices (default ``jax.local_devices()``); the first
+      ``d = min(N, len(devices))`` are used.
+    argnums: positions of the split arguments (``None``: all); the others
+      are copied to every device. ``None`` arguments are allowed.
+    axis: the mesh axis name.
+    what: what the leading axis holds, for error messages (``"seed"``).
+
+  Returns:
+    ``g(*args) -> out`` equal to ``fn(*args)``: ``N`` is padded to a
+    multiple of ``d`` with copies of entry 0 (their outputs are dropped) and
+    each device runs ``fn`` on ``N / d`` entries (``jax.shard_map``). With
+    one device used, ``g`` is ``fn``. Differentiable; usable inside or
+    outside :func:`jax.jit`.
+
+  Raises:
+    ValueError: ``argnums`` out of range; split arguments without one common
+      leading size.
+  """
+  wanted = None if argnums is None else tuple(argnums)
+
+  def run(*args):
+    if wanted is None:
+      split = set(range(len(args)))
+    else:
+      if not wanted or any(not -len(args) <= i < len(args) for i in wanted):
+        raise ValueError(f"argnums={wanted!r} does not name arguments of a call with "
+                         f"{len(args)} positional arguments")
+      split = {i % len(args) for i in wanted}
+    leaves = [x for i in sorted(split) for x in jax.tree_util.tree_leaves(args[i])]
+    size = _leading_size(leaves, what)
+    used = devices_used(size, devices)
+    if used == 1:
+      return fn(*args)
+    pad = -size % used
+    if pad:
+      index = np.concatenate([np.arange(size), np.zeros(pad, int)])
+      args = tuple(jax.tree_util.tree_map(lambda x: x[index], a) if i in split else a
+                   for i, a in enumerate(args))
+    specs = tuple(PartitionSpec(axis) if i in split else PartitionSpec()
+                  for i in range(len(args)))
+    # check_vma=False: custom VJPs (lstm_jax.fused) carry no varying-axis types.
+    out = jax.shard_map(fn, mesh=mesh(used, devices, axis), in_specs=specs,
+                        out_specs=PartitionSpec(axis), check_vma=False)(*args)
+    if pad:
+      out = jax.tree_util.tree_map(lambda y: y[:size], out)
+    return out
+
+  return run
+
+
+# ----------------------------------------------------------------------------
+# Seeds.
+
+
+def resolve(ensemble: str, devices: Sequence[jax.Device] | None = None) -> str:
+  """``"vmap"`` or ``"map"``: what ``ensemble`` (checked to be one of
+  :data:`ENSEMBLES`) means on ``devices``: ``"auto"`` is ``"map"`` when they
+  are CPUs and ``"vmap"`` otherwise."""
+  checks.choice("ensemble", ensemble, ENSEMBLES)
+  if ensemble != "auto":
+    return ensemble
+  return "map" if _devices(devices)[0].platform == "cpu" else "vmap"
+
+
+def seeds_per_device(num_seeds: int, devices: Sequence[jax.Device] | None = None) -> int:
+  """Seeds each used device runs (padding included): ``ceil(S / used)``."""
+  return -(-int(num_seeds) // devices_used(num_seeds, devices))
+
+
+def _on_one_device(fn: Callable[..., Any], mode: str) -> Callable[..., Any]:
+  """``fn`` for one seed, run over a leading seed axis on one device."""
+  def run(*args):
+    if _leading_size(jax.tree_util.tree_leaves(args), "seed") == 1:  # no batching at all
+      out = fn(*jax.tree_util.tree_map(lambda x: x[0], args))
+      return jax.tree_util.tree_map(lambda y: jnp.expand_dims(y, 0), out)
+    if mode == "vmap":
+      return jax.vmap(fn)(*args)
+    return jax.lax.map(lambda a: fn(*a), args)
+  return run
+
+
+def over_seeds(fn: Callable[..., Any], ensemble: str = "auto",
+               devices: Sequence[jax.Device] | None = None) -> Callable[..., Any]:
+  """``fn`` for one seed, run for every seed of a leading seed axis.
+
+  Args:
+    fn: ``fn(*args) -> out`` on one seed's pytrees (no seed axis); traceable.
+    ensemble: ``"auto"``, ``"vmap"`` or ``"map"`` (module docstring).
+    devices: devices to spread the seeds over; default ``jax.local_devices()``.
+
+  Returns:
+    ``g(*args) -> out``: every leaf of ``args`` and of ``out`` is
+    ``[S, ...]``, with ``out[s] = fn(*args[s])``, placed as
+    ``sharding(S, devices, SEED_AXIS)`` says when several devices are used
+    (where the arguments are otherwise). Wrap ``g`` in :func:`jax.jit`
+    and put its arguments there too.
+
+  Raises:
+    ValueError: unknown ``ensemble``; arguments without one common leading size.
+  """
+  split = split_leading(_on_one_device(fn, resolve(ensemble, devices)), devices,
+                        axis=SEED_AXIS, what="seed")
+
+  def run(*args):
+    out = split(*args)
+    num_seeds = _leading_size(jax.tree_util.tree_leaves(args), "seed")
+    if devices_used(num_seeds, devices) == 1:  # one device: results stay where inputs are
+      return out
+    return jax.lax.with_sharding_constraint(out, sharding(num_seeds, devices, SEED_AXIS))
+
+  return run
+
+
+# ----------------------------------------------------------------------------
+# Batch rows.
+
+
+def split_batch(fn: Callable[..., Any], devices: Sequence[jax.Device] | None = None, *,
+                batch_argnums: Sequence[int] = (1,)) -> Callable[..., Any]:
+  """A per-sequence ``fn`` run with its batch split over ``devices``.
+
+  ``fn(*args) -> out`` where every leaf of the arguments named in
+  ``batch_argnums`` is ``[B, ...]`` (batch first), every leaf of ``out`` is
+  ``[B, ...]``, and output row ``b`` depends only on input row ``b`` (true
+  of ``lstm_jax.rnn``/``stacked_rnn``/``bidirectional_rnn`` with batch-major
+  inputs, and of ``SequenceModel.apply``). Other arguments (parameters) are
+  copied to every device. Returns ``g`` with ``g(*args) == fn(*args)``:
+  :func:`split_leading` over ``d = min(B, len(devices))`` devices.
+  """
+  return split_leading(fn, devices, argnums=batch_argnums, axis=BATCH_AXIS, what="batch")
+
+
+def split_pays(batch: int, flops: float, devices: Sequence[jax.Device] | None = None) -> bool:
+  """Whether splitting a call of ``flops`` matmul FLOPs on ``batch`` rows over
+  ``devices`` is expected to be faster: at least two devices, at least
+  :data:`SPLIT_MIN_ROWS` rows and :data:`SPLIT_MIN_FLOPS` FLOPs per device."""
+  used = devices_used(batch, devices)
+  return used > 1 and batch // used >= SPLIT_MIN_ROWS and flops / used >= SPLIT_MIN_FLOPS
+
+
+def matmul_flops(params: Any, rows: int, train: bool) -> float:
+  """Matmul FLOPs of running ``params``' matrices over ``rows`` input rows
+  (``B * T`` for a sequence model): ``2 * rows * sum(matrix sizes)``, three
+  times that for a training step (forward, input and weight gradients)."""
+  weights = sum(int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(params)
+                if np.ndim(x) == 2)
+  return (6.0 if train else 2.0) * rows * weights
+
+
+# ----------------------------------------------------------------------------
+# The placement of a run, decided once.
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+  """How a run of ``num_seeds`` seeds uses its devices (hashable, static).
+
+  Build it with :meth:`build` (which checks the options); the training code
+  only asks it.
+
+  Attributes:
+    devices: the devices of the run.
+    num_seeds: ``S``.
+    ensemble: ``"vmap"`` or ``"map"`` (``"auto"`` resolved for the devices).
+    split_batch: ``"auto"``, ``"on"`` or ``"off"``: whether a single seed's
+      batch is split over the devices (several seeds use the devices for
+      themselves and never split).
+  """
+  devices: tuple[jax.Device, ...]
+  num_seeds: int = 1
+  ensemble: str = "map"
+  split_batch: str = "auto"
+
+  @classmethod
+  def build(cls, num_seeds: int = 1, ensemble: str = "auto", split_batch: str = "auto",
+            devices: Sequence[jax.Device] | None = None) -> Placement:
+    """The placement of a run (``devices`` default ``jax.local_devices()``).
+
+    Raises:
+      ValueError: ``num_seeds`` below 1, an unknown ``ensemble`` or
+        ``split_batch`` (the message names the field, the value and what is
+        allowed).
+    """
+    checks.integer("num_seeds", num_seeds, 1)
+    checks.choice("split_batch", split_batch, SPLITS)
+    devices = _devices(devices)
+    return cls(devices, int(num_seeds), resolve(ensemble, devices), split_batch)
+
+  @property
+  def seed_devices(self) -> int:
+    """Devices the seeds are spread over: ``min(S, len(devices))``."""
+    return devices_used(self.num_seeds, self.devices)
+
+  @property
+  def seeds_per_device(self) -> int:
+    """Seeds each used device runs, padding included."""
+    return seeds_per_device(self.num_seeds, self.devices)
+
+  def layer_impl(self, impl: str) -> str:
+    """The layer implementation the run's seeds use.
+
+    ``"auto"`` becomes ``"scan"`` when a device runs several seeds vmapped:
+    with a batch of models, XLA CPU runs the fused layer's products as
+    batched matmuls and its vectorised backward work through layout copies,
+    and the plain scan was measured 10-25% faster (3 seeds at H=32, 8 seeds
+    at H=128). Seeds run one by one (``"map"``) keep the fused layer.
+    ``"fused"`` and ``"scan"`` are kept as given.
+    """
+    vmapped = self.ensemble == "vmap" and self.seeds_per_device > 1
+    return "scan" if impl == "auto" and vmapped else impl
+
+  def splits(self, params: Any, inputs: Any, train: bool) -> bool:
+    """Whether one seed's call on ``inputs`` (``[B, T, ...]``; an array or a
+    shape struct) with ``params`` (one seed's) splits its batch."""
+    if self.num_seeds != 1 or self.split_batch == "off":
+      return False
+    batch, time = inputs.shape[0], inputs.shape[1]
+    if self.split_batch == "on":
+      return devices_used(batch, self.devices) > 1
+    return split_pays(batch, matmul_flops(params, batch * time, train), self.devices)
+
+  def per_sequence(self, apply: Callable[..., Any], split: bool) -> Callable[..., Any]:
+    """``apply(params, inputs, lengths)``, with its batch split if ``split``."""
+    return split_batch(apply, self.devices, batch_argnums=(1, 2)) if split else apply
+
+  def over_seeds(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` for one seed over the run's seed axis (:func:`over_seeds`)."""
+    return over_seeds(fn, self.ensemble, self.devices)
+
+  def input_sharding(self, split_rows: int = 0) -> jax.sharding.Sharding:
+    """Where a program's ``[S, ...]`` arguments go: where :meth:`over_seeds`
+    leaves its results, or, for one seed whose batch of ``split_rows`` rows is
+    split, a copy on every device of the split."""
+    if split_rows:
+      return replicated(devices_used(split_rows, self.devices), self.devices)
+    return sharding(self.num_seeds, self.devices, SEED_AXIS)
+
+  def program(self, fn: Callable[..., Any],
+              one_call: Callable[[Any, Array], tuple[Any, Any]], train: bool
+              ) -> Callable[..., Any]:
+    """A jitted ``fn(tree [S], keys [S])`` whose arguments are first put
+    where the run holds them, so a loop feeding results back in compiles once.
+
+    Args:
+      fn: the jitted program.
+      one_call: ``(tree, keys) -> (params, inputs)``: one seed's parameters
+        and the shape struct of the inputs of its model call, to decide
+        whether that call splits its batch (:meth:`splits`).
+      train: whether the program is a training step.
+
+    Returns:
+      ``run(tree, keys)``, with ``run.jitted`` (``fn``), ``run.place(tree,
+      keys)`` (the placed arguments) and ``run.lower(tree, keys)``
+      (``fn.lower`` on them, for ahead-of-time compilation and its memory
+      analysis).
+    """
+    decided: dict[str, jax.sharding.Sharding] = {}
+
+    def place(tree: Any, keys: Array) -> tuple[Any, Array]:
+      if "where" not in decided:  # shapes are fixed for a program: decide once
+        rows = 0
+        if self.num_seeds == 1 and self.split_batch != "off":
+          params, inputs = one_call(tree, keys)
+          rows = inputs.shape[0] * self.splits(params, inputs, train)
+        decided["where"] = self.input_sharding(rows)
+      where = decided["where"]
+      return jax.device_put(tree, where), jax.device_put(keys, where)
+
+    def run(tree: Any, keys: Array):
+      return fn(*place(tree, keys))
+
+    run.jitted = fn
+    run.place = place
+    run.lower = lambda tree, keys: fn.lower(*place(tree, keys))
+    return run

@@ -64,12 +64,13 @@ CHUNK_MIN_STEPS = 8
 """Fewest steps in a chunk."""
 
 
-def unsupported(cell: Cell, dtypes: Iterable[Any]) -> str | None:
+def unsupported(cell: Cell, dtypes: Iterable[Any] | None = None) -> str | None:
   """Why the fused layer does not cover a cell, or ``None`` when it does.
 
   Args:
     cell: the cell.
-    dtypes: the dtypes of the inputs, the parameters and the state.
+    dtypes: the dtypes of the inputs, the parameters and the state
+      (``None``: not judged).
 
   Returns:
     ``None``, or a short reason (e.g. ``"layer_norm=True"``).
@@ -83,6 +84,8 @@ def unsupported(cell: Cell, dtypes: Iterable[Any]) -> str | None:
     return "layer_norm=True"
   if cell.proj_size:
     return f"proj_size={cell.proj_size}"
+  if dtypes is None:
+    return None
   kinds = sorted({str(jnp.dtype(d)) for d in dtypes})
   if len(kinds) != 1:
     return f"mixed dtypes {kinds} (inputs, parameters and state must share one)"

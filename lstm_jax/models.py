@@ -13,9 +13,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import checks
 from lstm_jax import init as initializers
 from lstm_jax.cells import Cell, make_cell
-from lstm_jax.sequence import Remat, check_impl, check_remat, init_stack, scan_layer
+from lstm_jax.sequence import IMPLS, Remat, init_stack, remat_policy, resolve_impl, run_layers
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -23,22 +24,36 @@ Params = dict[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class SequenceModel:
-  """A hashable model description (a static argument of jitted code).
+  """A hashable model description (a static argument of jitted code); it
+  checks its options when built.
 
   Attributes:
     cell: the recurrent cell of every layer.
     num_layers: stack depth (>= 1).
     output_size: readout width ``O``.
+    remat: memory policy of the backward pass (:data:`lstm_jax.sequence.Remat`),
+      kept in its normalised form (:func:`lstm_jax.sequence.remat_policy`).
+    truncate: truncated BPTT: the gradient through the recurrent state is cut
+      every ``truncate`` steps (0: full backpropagation through time).
+    impl: how the layers are computed (:data:`lstm_jax.sequence.IMPLS`);
+      ``"fused"`` is refused here when the cell, ``remat`` or ``truncate``
+      rule it out.
   """
   cell: Cell
   num_layers: int
   output_size: int
+  remat: Remat = "none"
+  truncate: int = 0
+  impl: str = "auto"
 
   def __post_init__(self):
-    for field in ("num_layers", "output_size"):
-      value = getattr(self, field)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{field}={value!r}: expected an integer >= 1")
+    if not isinstance(self.cell, Cell):
+      checks.fail("cell", self.cell, "expected an lstm_jax.Cell (lstm_jax.make_cell)")
+    checks.integer("num_layers", self.num_layers, 1)
+    checks.integer("output_size", self.output_size, 1)
+    object.__setattr__(self, "remat", remat_policy(self.remat))
+    checks.integer("truncate", self.truncate, 0, meaning="0: no truncation")
+    resolve_impl(self.cell, checks.choice("impl", self.impl, IMPLS), self.remat, self.truncate)
 
   def init(self, key: Array, input_size: int) -> Params:
     """Params ``{"rnn": [layer, ...], "readout": {"w": [R, O], "b": [O]}}``."""
@@ -52,39 +67,35 @@ class SequenceModel:
         },
     }
 
-  def apply(self, params: Params, inputs: Array, lengths: Array | None = None,
-            *, remat: Remat = False, truncate: int = 0, impl: str = "auto") -> Array:
+  def apply(self, params: Params, inputs: Array, lengths: Array | None = None) -> Array:
     """Outputs ``[B, T, O]`` for inputs ``[B, T, I]`` and lengths ``[B]``.
 
-    Jit-able and vmap-able; parameter shapes are checked at trace time. The
-    readout runs inside the top layer's scan, so only ``[T, B, O]`` outputs
-    are stored (with ``remat="sqrt"``, memory is ``O(sqrt(T))`` plus inputs
-    and outputs). ``truncate = k > 0`` cuts the gradient through the
-    recurrent state every ``k`` steps (truncated BPTT). ``impl`` chooses how
-    LSTM layers are differentiated (:data:`lstm_jax.sequence.IMPLS`). Outputs at padded steps
-    are the readout bias (the recurrent output there is zero); tasks mask them
-    out.
+    ``y_t = h_t W_out + b_out`` with ``h_t`` the top layer's output. Jit-able
+    and vmap-able; parameter shapes are checked at trace time. The readout
+    runs inside the top layer's scan, so only ``[T, B, O]`` outputs are
+    stored (with ``remat="sqrt"``, memory is ``O(sqrt(T))`` plus inputs and
+    outputs). Outputs at padded steps are the readout bias (the recurrent
+    output there is zero); tasks mask them out.
     """
-    check_remat(remat)
-    check_impl(impl)
     readout = params["readout"]
-    h = jnp.swapaxes(inputs, 0, 1)
-    batch = h.shape[1]
+    size = inputs.shape[-1]
     for k, layer in enumerate(params["rnn"]):
       try:
-        self.cell.check_params(layer, h.shape[-1])
+        self.cell.check_params(layer, size)
       except ValueError as err:
         raise ValueError(f"params['rnn'][{k}]: {err}") from None
-      dtype = jnp.promote_types(jnp.float32, layer["w_h"].dtype)
-      top = k == len(params["rnn"]) - 1
-      emit = (lambda y: y @ readout["w"] + readout["b"]) if top else None
-      h, _ = scan_layer(self.cell, layer, h, self.cell.initial_state(batch, dtype), lengths,
-                        remat=remat, emit=emit, truncate=truncate, impl=impl)
-    return jnp.swapaxes(h, 0, 1)
+      size = self.cell.output_size
+    dtypes = [inputs.dtype, *(x.dtype for x in jax.tree_util.tree_leaves(params["rnn"]))]
+    impl = resolve_impl(self.cell, self.impl, self.remat, self.truncate, dtypes)
+    ys, _ = run_layers(self.cell, params["rnn"], jnp.swapaxes(inputs, 0, 1), None, lengths,
+                       remat=self.remat, truncate=self.truncate, impl=impl,
+                       emit=lambda y: y @ readout["w"] + readout["b"])
+    return jnp.swapaxes(ys, 0, 1)
 
 
 def make_model(cell: str, hidden_size: int, output_size: int, *, num_layers: int = 1,
-               proj_size: int = 0, **cell_options: Any) -> SequenceModel:
+               proj_size: int = 0, remat: Remat = "none", truncate: int = 0,
+               impl: str = "auto", **cell_options: Any) -> SequenceModel:
   """Build a :class:`SequenceModel` from a cell name (see :func:`lstm_jax.make_cell`)."""
   return SequenceModel(make_cell(cell, hidden_size, proj_size=proj_size, **cell_options),
-                       num_layers, output_size)
+                       num_layers, output_size, remat, truncate, impl)

@@ -185,14 +185,10 @@ def _train(config, workdir, task, model, progress, caught) -> dict[str, Any]:
   solved_step = list(loop["solved_step"])
   skipped = list(loop.get("skipped", [0] * num_seeds))
 
+  placement = config_lib.build(config).placement
   chunk = training.make_train_chunk(model, task, optimizer, batch_size, config.log_every,
-                                    remat=config.remat,
-                                    skip_nonfinite=config.nonfinite == "skip",
-                                    truncate=config.tbptt,
-                                    impl=config.impl, ensemble=config.ensemble,
-                                    split_batch=config.split_batch)
-  evaluate = training.make_eval(model, task, eval_size, ensemble=config.ensemble,
-                                split_batch=config.split_batch)
+                                    placement, skip_nonfinite=config.nonfinite == "skip")
+  evaluate = training.make_eval(model, task, eval_size, placement)
   writers = _Writers(workdir, num_seeds)
   cached: dict[int, list[dict[str, float]]] = {}
 

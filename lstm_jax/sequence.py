@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm_jax import checks
 from lstm_jax import fused
 from lstm_jax.cells import Cell, Params
 
@@ -43,11 +44,6 @@ State = Any
 
 # ----------------------------------------------------------------------------
 # Validation (pure Python on shapes; runs before tracing).
-
-
-def _check_bool(name: str, value: Any) -> None:
-  if not isinstance(value, (bool, np.bool_)):
-    raise TypeError(f"{name}={value!r}: expected True or False")
 
 
 def _check_xs(xs: Any, time_major: bool) -> tuple[int, int, int, bool]:
@@ -112,10 +108,9 @@ def _check_common(cell: Any, unroll: Any, time_major: Any, reverse: Any) -> None
   if not isinstance(cell, Cell):
     raise TypeError(f"cell: expected an lstm_jax.Cell (see lstm_jax.make_cell), "
                     f"got {type(cell).__name__}")
-  if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-    raise ValueError(f"unroll={unroll!r}: expected an integer >= 1")
-  _check_bool("time_major", time_major)
-  _check_bool("reverse", reverse)
+  checks.integer("unroll", unroll, 1)
+  checks.boolean("time_major", time_major)
+  checks.boolean("reverse", reverse)
 
 
 # ----------------------------------------------------------------------------
@@ -139,26 +134,35 @@ forward pass of compute), or an integer ``k > 1`` (the same with segments of
 ``k`` steps, also as a string of digits)."""
 
 
-def remat_chunk(remat: Remat, time: int) -> int:
-  """Segment length for ``remat`` at ``time`` steps (0: no segmenting)."""
-  if isinstance(remat, str) and remat == "sqrt":
+REMATS = ("none", "step", "sqrt")
+
+
+def remat_policy(remat: Any) -> str | int:
+  """The one normalised form of a :data:`Remat` value: ``"none"``, ``"step"``,
+  ``"sqrt"`` or a segment length ``k > 1`` (an ``int``).
+
+  ``False`` is ``"none"``, ``True`` is ``"step"``, a string of digits is its
+  integer.
+
+  Raises:
+    ValueError: anything else (naming the value and what is allowed).
+  """
+  if isinstance(remat, (bool, np.bool_)):
+    return "step" if remat else "none"
+  if isinstance(remat, str) and remat.isdigit():
+    remat = int(remat)
+  if (isinstance(remat, str) and remat in REMATS) or (checks.is_int(remat) and remat > 1):
+    return remat if isinstance(remat, str) else int(remat)
+  checks.fail("remat", remat, "expected 'none' (or False), 'step' (or True: per-step "
+              "recompute), 'sqrt' (O(sqrt(T)) memory) or a segment length > 1 such as 100")
+
+
+def remat_chunk(remat: str | int, time: int) -> int:
+  """Segment length for a normalised ``remat`` (:func:`remat_policy`) at
+  ``time`` steps (0: no segmenting)."""
+  if remat == "sqrt":
     return max(1, math.isqrt(max(time - 1, 0)) + 1)
-  if isinstance(remat, str) and remat.isdigit():
-    remat = int(remat)
-  if isinstance(remat, int) and not isinstance(remat, bool) and remat > 1:
-    return remat
-  return 0
-
-
-def check_remat(remat: Any) -> None:
-  """Raise ValueError unless ``remat`` is a valid :data:`Remat` value."""
-  if isinstance(remat, str) and remat.isdigit():
-    remat = int(remat)
-  ok = (isinstance(remat, (bool, np.bool_)) or remat in ("none", "step", "sqrt")
-        or (isinstance(remat, int) and remat > 1))
-  if not ok:
-    raise ValueError(f"remat={remat!r}: expected False/'none', True/'step' (per-step "
-                     "recompute), 'sqrt' (O(sqrt(T)) memory) or a segment length > 1")
+  return remat if isinstance(remat, int) else 0
 
 
 IMPLS = ("auto", "fused", "scan")
@@ -168,24 +172,52 @@ pass, LSTM cells only); ``"auto"`` uses ``"fused"`` wherever it applies
 (:func:`fused_reason`) and ``"scan"`` elsewhere."""
 
 
-def check_impl(impl: Any) -> None:
-  """Raise ValueError unless ``impl`` is one of :data:`IMPLS`."""
-  if not isinstance(impl, str) or impl not in IMPLS:
-    raise ValueError(f"impl={impl!r}: expected one of {', '.join(map(repr, IMPLS))}")
+def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int = 0,
+                 dtypes: Sequence[Any] | None = None) -> str:
+  """``"fused"`` or ``"scan"``: how a layer of ``cell`` is computed.
+
+  The one place that decides. ``"auto"`` is ``"fused"`` wherever
+  :func:`fused_reason` finds nothing against it; ``"fused"`` raises where it
+  does not apply; ``"scan"`` stays.
+
+  Args:
+    cell: the layer's cell.
+    impl: one of :data:`IMPLS`.
+    remat: the normalised memory policy (:func:`remat_policy`).
+    truncate: truncated BPTT interval.
+    dtypes: dtypes of the inputs, parameters and initial state, or ``None``
+      where they are not known yet (when a model is built): then only the
+      cell, ``remat`` and ``truncate`` are judged.
+
+  Raises:
+    ValueError: an unknown ``impl``, or ``impl="fused"`` where the fused layer
+      does not apply.
+  """
+  checks.choice("impl", impl, IMPLS)
+  if impl == "scan":
+    return "scan"
+  reason = fused_reason(cell, dtypes, remat, truncate)
+  if reason is None:
+    return "fused"
+  if impl == "fused":
+    checks.fail("impl", impl, f"the fused layer does not cover {reason}; use impl='auto' to "
+                "fall back to the plain scan, or impl='scan'")
+  return "scan"
 
 
-def fused_reason(cell: Cell, dtypes: Sequence[Any], remat: Remat = False,
+def fused_reason(cell: Cell, dtypes: Sequence[Any] | None = None, remat: str | int = "none",
                  truncate: int = 0) -> str | None:
   """Why :mod:`lstm_jax.fused` does not cover a layer, or ``None`` when it does.
 
   Args:
     cell: the layer's cell.
-    dtypes: dtypes of its inputs, parameters and initial state.
-    remat: the layer's memory policy (the fused layer stores every step, so
-      it covers only ``False``/``"none"``).
+    dtypes: dtypes of its inputs, parameters and initial state (``None``: not
+      judged).
+    remat: the layer's normalised memory policy (the fused layer stores every
+      step, so it covers only ``"none"``).
     truncate: truncated BPTT interval (the fused layer covers only 0).
   """
-  if not (remat is False or remat == "none"):
+  if remat != "none":
     return f"remat={remat!r} (the fused layer stores every step; use remat='none')"
   if truncate:
     return f"truncate={truncate} (truncated BPTT runs on the plain scan)"
@@ -235,19 +267,17 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
     ``(ys [T, B, R], final_state)`` (``ys = emit(y)`` per step with ``emit``);
     ``y`` is zero at padded steps (before ``emit``).
   """
-  if impl != "scan":
-    reason = fused_reason(cell, _dtypes(params, xs, state), remat, truncate)
-    if reason is None:
-      ys, final = fused.fused_layer(cell, params, xs, state, lengths, reverse=reverse,
-                                    unroll=unroll)
-      return (ys if emit is None else jax.vmap(emit)(ys)), final
-    if impl == "fused":
-      raise ValueError(f"impl='fused' does not cover this layer: {reason}; use "
-                       "impl='auto' to fall back to the plain scan")
+  remat = remat_policy(remat)
+  if impl == "auto":
+    impl = resolve_impl(cell, impl, remat, truncate, _dtypes(params, xs, state))
+  if impl == "fused":
+    ys, final = fused.fused_layer(cell, params, xs, state, lengths, reverse=reverse,
+                                  unroll=unroll)
+    return (ys if emit is None else jax.vmap(emit)(ys)), final
   time = xs.shape[0]
   chunk = remat_chunk(remat, time)
   step = cell.step
-  if remat is True or remat == "step" or chunk:
+  if remat == "step" or chunk:
     step = jax.checkpoint(step)
   masked = lengths is not None or bool(chunk and time % chunk) or truncate > 0
   if masked and lengths is None:
@@ -297,47 +327,88 @@ def _layer_input_size(cell: Cell, layer: int, input_size: int, directions: int) 
   return input_size if layer == 0 else directions * cell.output_size
 
 
-@functools.partial(jax.jit, static_argnames=("cell", "bidirectional", "reverse", "unroll",
-                                             "remat", "time_major", "batched", "truncate",
-                                             "impl"))
-def _run(cell: Cell, layers: tuple[Any, ...], xs: Array, states: tuple[Any, ...],
-         lengths: Array | None, *, bidirectional: bool, reverse: bool, unroll: int,
-         remat: Remat, time_major: bool, batched: bool,
-         truncate: int = 0, impl: str = "auto") -> tuple[Array, tuple[Any, ...]]:
-  if not batched:
-    xs = xs[:, None]
-  elif not time_major:
-    xs = jnp.swapaxes(xs, 0, 1)
+def run_layers(cell: Cell, layers: Sequence[Any], xs: Array,
+               states: Sequence[Any] | None = None, lengths: Array | None = None, *,
+               bidirectional: bool = False, reverse: bool = False, unroll: int = 1,
+               remat: str | int = "none", truncate: int = 0, impl: str = "auto",
+               emit: Callable[[Array], Array] | None = None) -> tuple[Array, tuple[Any, ...]]:
+  """The layers of a stack, one after another, time-major (no validation, no jit).
+
+  Layer ``k > 0`` reads layer ``k - 1``'s outputs (both directions
+  concatenated, forward first, when ``bidirectional``). Meant for use inside
+  a caller's own ``jit`` with checked arguments; :func:`stacked_rnn` is the
+  checked entry.
+
+  Args:
+    cell: the cell of every layer.
+    layers: per-layer params (``{"fwd", "bwd"}`` pairs when bidirectional).
+    xs: ``[T, B, I]``.
+    states: per-layer initial states (pairs when bidirectional), each may be
+      ``None`` for zeros (float32, or the parameters' dtype where wider);
+      ``None`` for all zeros.
+    lengths, reverse, unroll, remat, truncate, impl: as for :func:`scan_layer`.
+    emit: applied to the top layer's output at each step, inside its scan
+      (e.g. a readout), so the top layer's ``[T, B, R]`` outputs are never
+      stored; not with ``bidirectional``.
+
+  Returns:
+    ``(ys [T, B, D*R] or the emitted values, finals)``, one final state (or
+    ``(fwd, bwd)`` pair) per layer.
+  """
   batch = xs.shape[1]
   # Zero states default to float32, or wider when the parameters are wider.
   dtype = jnp.promote_types(jnp.float32, jax.tree_util.tree_leaves(layers)[0].dtype)
   zero = functools.partial(cell.initial_state, batch, dtype)
   run = functools.partial(scan_layer, cell, lengths=lengths, unroll=unroll, remat=remat,
                           truncate=truncate, impl=impl)
+  states = (None,) * len(layers) if states is None else states
   finals = []
   h = xs
-  for params, state in zip(layers, states):
+  for k, (params, state) in enumerate(zip(layers, states)):
     if bidirectional:
       s_f, s_b = state if state is not None else (None, None)
-      s_f = zero() if s_f is None else s_f
-      s_b = zero() if s_b is None else s_b
-      y_f, f_f = run(params["fwd"], h, s_f, reverse=False)
-      y_b, f_b = run(params["bwd"], h, s_b, reverse=True)
+      y_f, f_f = run(params["fwd"], h, zero() if s_f is None else s_f, reverse=False)
+      y_b, f_b = run(params["bwd"], h, zero() if s_b is None else s_b, reverse=True)
       h = jnp.concatenate([y_f, y_b], axis=-1)
       finals.append((f_f, f_b))
     else:
-      state = zero() if state is None else state
-      h, final = run(params, h, state, reverse=reverse)
+      top = k == len(layers) - 1
+      h, final = run(params, h, zero() if state is None else state, reverse=reverse,
+                     emit=emit if top else None)
       finals.append(final)
+  return h, tuple(finals)
+
+
+@functools.partial(jax.jit, static_argnames=("cell", "bidirectional", "reverse", "unroll",
+                                             "remat", "time_major", "batched", "truncate",
+                                             "impl"))
+def _run(cell: Cell, layers: tuple[Any, ...], xs: Array, states: tuple[Any, ...],
+         lengths: Array | None, *, bidirectional: bool, reverse: bool, unroll: int,
+         remat: str | int, time_major: bool, batched: bool,
+         truncate: int = 0, impl: str = "auto") -> tuple[Array, tuple[Any, ...]]:
+  if not batched:
+    xs = xs[:, None]
+  elif not time_major:
+    xs = jnp.swapaxes(xs, 0, 1)
+  h, finals = run_layers(cell, layers, xs, states, lengths, bidirectional=bidirectional,
+                         reverse=reverse, unroll=unroll, remat=remat, truncate=truncate,
+                         impl=impl)
   if not batched:
     h = h[:, 0]
-    finals = [jax.tree_util.tree_map(lambda a: a[0], f) for f in finals]
+    finals = tuple(jax.tree_util.tree_map(lambda a: a[0], f) for f in finals)
   elif not time_major:
-    # Materialise the batch-major copy: left to fusion, XLA CPU folds the
-    # transpose into consumers such as a reduction over the outputs, which
-    # then walk memory with a large stride (several times slower at B*H ~ 3e4).
-    h = jax.lax.optimization_barrier(jnp.swapaxes(h, 0, 1))
-  return h, tuple(finals)
+    h = batch_major(h)
+  return h, finals
+
+
+def batch_major(ys: Array) -> Array:
+  """``[T, B, ...]`` -> ``[B, T, ...]``, materialised.
+
+  Left to fusion, XLA CPU folds the transpose into consumers such as a
+  reduction over the outputs, which then walk memory with a large stride
+  (several times slower at B*H ~ 3e4).
+  """
+  return jax.lax.optimization_barrier(jnp.swapaxes(ys, 0, 1))
 
 
 # ----------------------------------------------------------------------------
@@ -385,11 +456,10 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
       compile).
   """
   _check_common(cell, unroll, time_major, reverse)
-  _check_bool("bidirectional", bidirectional)
-  check_remat(remat)
-  check_impl(impl)
-  if isinstance(truncate, bool) or not isinstance(truncate, int) or truncate < 0:
-    raise ValueError(f"truncate={truncate!r}: expected an integer >= 0 (0: no truncation)")
+  checks.boolean("bidirectional", bidirectional)
+  remat = remat_policy(remat)
+  truncate = checks.integer("truncate", truncate, 0, meaning="0: no truncation")
+  checks.choice("impl", impl, IMPLS)
   if bidirectional and reverse:
     raise ValueError("reverse=True has no meaning with bidirectional=True; "
                      "a bidirectional run already includes the reverse direction")
@@ -434,15 +504,12 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
         checked.append(_check_state(cell, s, batch, batched, f"initial_state[{k}]"))
     states = tuple(checked)
   lengths = _check_lengths(lengths, batch, time, batched)
-  if impl == "fused":
+  if impl != "scan":
     param_dtype = jax.tree_util.tree_leaves(layers)[0].dtype
     state_dtypes = [leaf.dtype for leaf in jax.tree_util.tree_leaves(states)] or \
         [jnp.promote_types(jnp.float32, param_dtype)]
     dtypes = [xs.dtype, *state_dtypes, *(p.dtype for p in jax.tree_util.tree_leaves(layers))]
-    reason = fused_reason(cell, dtypes, remat, truncate)
-    if reason is not None:
-      raise ValueError(f"impl='fused' does not cover this call: {reason}; use "
-                       "impl='auto' to fall back to the plain scan")
+    impl = resolve_impl(cell, impl, remat, truncate, dtypes)
   outputs, finals = _run(cell, layers, xs, states, lengths, bidirectional=bidirectional,
                          reverse=reverse, unroll=unroll, remat=remat,
                          time_major=time_major, batched=batched, truncate=truncate,
@@ -531,8 +598,7 @@ def init_stack(cell: Cell, key: Array, input_size: int, num_layers: int = 1, *,
   Returns:
     A list of ``num_layers`` parameter pytrees.
   """
-  if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-    raise ValueError(f"num_layers={num_layers!r}: expected an integer >= 1")
+  checks.integer("num_layers", num_layers, 1)
   directions = 2 if bidirectional else 1
   layers = []
   for k, layer_key in enumerate(jax.random.split(key, num_layers)):

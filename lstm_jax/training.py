@@ -3,8 +3,8 @@ trains a model on a task until the task's criterion holds or the budget ends.
 
 Everything has a leading **seed axis** ``S``: ``S`` independently initialised
 models, each on its own data stream, train as one program (one compile),
-split over the local devices and vmapped or run one by one on each
-(:mod:`lstm_jax.ensemble`). A single run is ``S = 1``.
+split over the devices and vmapped or run one by one on each, as the run's
+:class:`lstm_jax.devices.Placement` says. A single run is ``S = 1``.
 
 Determinism: the batch of step ``n`` of seed ``s`` is drawn with
 ``fold_in(fold_in(data_key_s, n))``, so a resumed run sees exactly the data an
@@ -13,16 +13,15 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, NamedTuple, Sequence
+import dataclasses
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_jax import ensemble as ensemble_lib
-from lstm_jax import parallel
+from lstm_jax.devices import Placement
 from lstm_jax.models import SequenceModel
 
 Array = jax.Array
@@ -92,29 +91,9 @@ def _all_finite(tree: Any) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-def seed_impl(impl: str, num_seeds: int, ensemble: str = "auto",
-              devices: Sequence[jax.Device] | None = None) -> str:
-  """The layer implementation a run of ``num_seeds`` seeds uses.
-
-  ``"auto"`` becomes ``"scan"`` when a device runs several seeds vmapped
-  (:func:`lstm_jax.ensemble.resolve` gives ``"vmap"`` and
-  :func:`lstm_jax.ensemble.seeds_per_device` is above 1): with a batch of
-  models, XLA CPU runs the fused layer's products as batched matmuls and its
-  vectorised backward work through layout copies, and the plain scan was
-  measured 10-25% faster (3 seeds at H=32, 8 seeds at H=128). Seeds run one
-  by one (``"map"``) keep the fused layer. ``"fused"`` and ``"scan"`` are
-  kept as given.
-  """
-  vmapped = (ensemble_lib.resolve(ensemble, devices) == "vmap"
-             and ensemble_lib.seeds_per_device(num_seeds, devices) > 1)
-  return "scan" if impl == "auto" and vmapped else impl
-
-
 def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientTransformation,
-                     batch_size: int, num_steps: int, remat: bool | str | int = False,
-                     skip_nonfinite: bool = False, truncate: int = 0, impl: str = "auto",
-                     ensemble: str = "auto", devices: Sequence[jax.Device] | None = None,
-                     split_batch: str = "auto"
+                     batch_size: int, num_steps: int, placement: Placement | None = None, *,
+                     skip_nonfinite: bool = False
                      ) -> Callable[[TrainState, Array], tuple[TrainState, dict, dict]]:
   """A jitted function running ``num_steps`` training steps for every seed.
 
@@ -123,24 +102,23 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
   the loss, the gradients and the updated parameters were all finite; with
   ``skip_nonfinite`` a step where they were not leaves params and optimizer
   state unchanged (the step counter still advances, so data stay aligned).
-  ``truncate = k > 0`` trains with truncated BPTT (gradients through the
-  state cut every ``k`` steps). ``impl``: see :data:`lstm_jax.sequence.IMPLS`
-  (``"auto"`` goes through :func:`seed_impl`). ``ensemble`` and ``devices``:
-  how the seeds are run (vmapped or one by one) and spread over devices,
-  :func:`lstm_jax.ensemble.over_seeds`. ``split_batch``: a single seed's
-  batch is split over ``devices`` (:func:`lstm_jax.parallel.split_batch`)
-  with ``"on"``, never with ``"off"``, and with ``"auto"`` where
-  :func:`lstm_jax.parallel.split_pays`; several seeds use the devices for
-  themselves.
-  """
-  ensemble_lib.check_ensemble(ensemble)
-  parallel.check_split(split_batch)
+  How the model computes its layers (``remat``, truncated BPTT, ``impl``) is
+  the model's (:class:`lstm_jax.models.SequenceModel`); how the seeds and a
+  single seed's batch use the devices is ``placement``'s
+  (:class:`lstm_jax.devices.Placement`; default: one seed on the local
+  devices), which also picks the layer implementation of ``impl="auto"``
+  (:meth:`~lstm_jax.devices.Placement.layer_impl`).
 
-  def step(state: TrainState, data_key: Array, impl: str, split: bool):
+  The result has ``.jitted``, ``.place`` and ``.lower``
+  (:meth:`lstm_jax.devices.Placement.program`).
+  """
+  placement = Placement.build() if placement is None else placement
+  model = dataclasses.replace(model, impl=placement.layer_impl(model.impl))
+
+  def step(state: TrainState, data_key: Array):
     batch = task.sample(jax.random.fold_in(data_key, state.step), batch_size)
-    apply = functools.partial(model.apply, remat=remat, truncate=truncate, impl=impl)
-    apply = _split_if(split and _wants_split(split_batch, 1, state.params, batch.inputs, True,
-                                             devices), apply, devices)
+    apply = placement.per_sequence(model.apply,
+                                   placement.splits(state.params, batch.inputs, True))
 
     def loss_fn(params):
       out = apply(params, batch.inputs, batch.lengths)
@@ -160,72 +138,23 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
     per_seq = task.per_sequence(jax.lax.stop_gradient(out), batch)
     return TrainState(state.step + 1, params, opt_state), metrics, per_seq
 
+  def one_seed(state: TrainState, data_key: Array):
+    def body(s, _):
+      s, metrics, per_seq = step(s, data_key)
+      return s, (metrics, per_seq)
+    return jax.lax.scan(body, state, None, length=num_steps)
+
   def chunk(state: TrainState, data_keys: Array):
-    used_impl = seed_impl(impl, data_keys.shape[0], ensemble, devices)
-    split = data_keys.shape[0] == 1
-
-    def one_seed(state: TrainState, data_key: Array):
-      def body(s, _):
-        s, metrics, per_seq = step(s, data_key, used_impl, split)
-        return s, (metrics, per_seq)
-      return jax.lax.scan(body, state, None, length=num_steps)
-
-    state, (metrics, per_seq) = ensemble_lib.over_seeds(one_seed, ensemble, devices)(
-        state, data_keys)
+    state, (metrics, per_seq) = placement.over_seeds(one_seed)(state, data_keys)
     seeds_second = lambda x: jnp.swapaxes(x, 0, 1)  # [S, steps, ...] -> [steps, S, ...]
     metrics, per_seq = jax.tree_util.tree_map(seeds_second, (metrics, per_seq))
     return state, metrics, per_seq
 
-  def splits(state: TrainState, keys: Array) -> int:
-    params = jax.tree_util.tree_map(lambda x: x[0], state.params)
-    inputs = _sample_shape(task, batch_size, keys)
-    return inputs.shape[0] * _wants_split(split_batch, keys.shape[0], params, inputs, True,
-                                          devices)
+  def one_call(state: TrainState, keys: Array) -> tuple[Any, Any]:
+    return (jax.tree_util.tree_map(lambda x: x[0], state.params),
+            _sample_shape(task, batch_size, keys))
 
-  return _placed(jax.jit(chunk, donate_argnums=0), devices, splits)
-
-
-def _placed(fn: Callable[..., Any], devices: Sequence[jax.Device] | None,
-            splits: Callable[[Any, Array], int]) -> Callable[..., Any]:
-  """``fn(tree [S], keys [S])`` with both arguments first moved where
-  :func:`lstm_jax.ensemble.over_seeds` leaves its results (or, for one seed
-  whose batch is split, copied to every device of the split), so feeding
-  results back in does not compile again. The jitted ``fn`` is ``run.jitted``.
-  ``splits(tree, keys)``: the batch size of a call that splits its batch, else 0."""
-  def place(tree: Any, keys: Array) -> tuple[Any, Array]:
-    num_seeds = keys.shape[0]
-    batch = splits(tree, keys)
-    if batch:
-      sharding = parallel.replicated(parallel.batch_devices_used(batch, devices), devices)
-    else:
-      sharding = ensemble_lib.seed_sharding(num_seeds, devices)
-    return jax.device_put(tree, sharding), jax.device_put(keys, sharding)
-
-  def run(tree: Any, keys: Array):
-    return fn(*place(tree, keys))
-  run.jitted = fn
-  run.place = place
-  run.lower = lambda tree, keys: fn.lower(*place(tree, keys))
-  return run
-
-
-def _wants_split(split_batch: str, num_seeds: int, params: Any, inputs: Any, train: bool,
-                 devices: Sequence[jax.Device] | None) -> bool:
-  """Whether a call on ``inputs`` (``[B, T, I]``; array or shape struct) of
-  ``num_seeds`` seeds splits its batch over ``devices``: one seed only, and
-  the ``split_batch`` policy (``"auto"``: :func:`lstm_jax.parallel.split_pays`)."""
-  if num_seeds != 1 or split_batch == "off":
-    return False
-  batch, time = inputs.shape[0], inputs.shape[1]
-  if split_batch == "on":
-    return parallel.batch_devices_used(batch, devices) > 1
-  return parallel.split_pays(batch, parallel.matmul_flops(params, batch * time, train), devices)
-
-
-def _split_if(split: bool, apply: Callable[..., Array],
-              devices: Sequence[jax.Device] | None) -> Callable[..., Array]:
-  """``apply(params, inputs, lengths)``, split over ``devices`` if ``split``."""
-  return parallel.split_batch(apply, devices, batch_argnums=(1, 2)) if split else apply
+  return placement.program(jax.jit(chunk, donate_argnums=0), one_call, train=True)
 
 
 def _sample_shape(task: Any, size: int, keys: Array) -> Any:
@@ -233,30 +162,25 @@ def _sample_shape(task: Any, size: int, keys: Array) -> Any:
   return jax.eval_shape(lambda k: task.sample(k, size).inputs, keys[0])
 
 
-def make_eval(model: SequenceModel, task: Any, eval_size: int, ensemble: str = "auto",
-              devices: Sequence[jax.Device] | None = None, split_batch: str = "auto"
-              ) -> Callable[[Any, Array], tuple[Array, dict]]:
+def make_eval(model: SequenceModel, task: Any, eval_size: int,
+              placement: Placement | None = None) -> Callable[[Any, Array], tuple[Array, dict]]:
   """A jitted evaluation on ``eval_size`` fresh sequences per seed:
   ``(params [S], keys [S]) -> (loss [S], per_seq {name: [S, eval_size]})``.
-  ``ensemble``, ``devices``, ``split_batch``: as in :func:`make_train_chunk`."""
-  ensemble_lib.check_ensemble(ensemble)
-  parallel.check_split(split_batch)
+  ``placement``: as in :func:`make_train_chunk`."""
+  placement = Placement.build() if placement is None else placement
+  model = dataclasses.replace(model, impl=placement.layer_impl(model.impl))
 
-  def evaluate(params, keys):
-    def one(params, key):
-      batch = task.sample(key, eval_size)
-      apply = _split_if(_wants_split(split_batch, keys.shape[0], params, batch.inputs, False,
-                                     devices), model.apply, devices)
-      out = apply(params, batch.inputs, batch.lengths)
-      return task.loss(out, batch), task.per_sequence(out, batch)
-    return ensemble_lib.over_seeds(one, ensemble, devices)(params, keys)
-  def splits(params: Any, keys: Array) -> int:
-    one = jax.tree_util.tree_map(lambda x: x[0], params)
-    inputs = _sample_shape(task, eval_size, keys)
-    return inputs.shape[0] * _wants_split(split_batch, keys.shape[0], one, inputs, False,
-                                          devices)
+  def one(params, key):
+    batch = task.sample(key, eval_size)
+    apply = placement.per_sequence(model.apply, placement.splits(params, batch.inputs, False))
+    out = apply(params, batch.inputs, batch.lengths)
+    return task.loss(out, batch), task.per_sequence(out, batch)
 
-  return _placed(jax.jit(evaluate), devices, splits)
+  def one_call(params: Any, keys: Array) -> tuple[Any, Any]:
+    return (jax.tree_util.tree_map(lambda x: x[0], params),
+            _sample_shape(task, eval_size, keys))
+
+  return placement.program(jax.jit(placement.over_seeds(one)), one_call, train=False)
 
 
 def seed_keys(seed: int, num_seeds: int) -> tuple[Array, Array, Array]:

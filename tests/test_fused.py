@@ -241,19 +241,3 @@ def test_fused_layer_with_emit_matches_scan():
     return jax.value_and_grad(f)(params[0])
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
                          loss("fused"), loss("scan"))
-
-
-
-def test_seed_impl_policy():
-  """The plain scan replaces "auto" only where one device runs several seeds vmapped."""
-  from lstm_jax import training
-  one, two = jax.devices()[:1], jax.devices()[:2]
-  assert len(two) == 2  # tests/conftest.py
-  assert training.seed_impl("auto", 1, "vmap", one) == "auto"
-  assert training.seed_impl("auto", 3, "vmap", one) == "scan"
-  assert training.seed_impl("auto", 3, "vmap", two) == "scan"  # 2 seeds per device
-  assert training.seed_impl("auto", 2, "vmap", two) == "auto"  # 1 seed per device
-  assert training.seed_impl("auto", 8, "map", one) == "auto"
-  assert training.seed_impl("auto", 8, "auto", one) == "auto"  # map on CPU
-  assert training.seed_impl("fused", 3, "vmap", one) == "fused"
-  assert training.seed_impl("scan", 1) == "scan"
