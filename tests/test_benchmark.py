@@ -1,4 +1,4 @@
-"""Tests of experiments/benchmark.py on tiny shapes (no timing asserts).
+"""Tests of experiments/benchmark/ on tiny shapes (no timing asserts).
 
 They check the report's structure and arithmetic (ratios, FLOPs, JSON, table)
 and that the implementations compared do the same work (same loss, same
@@ -16,6 +16,7 @@ import pytest
 
 import lstm_jax
 from experiments import benchmark as bm
+from experiments.benchmark import torch_worker
 from lstm_jax import interop
 
 TINY = bm.Shape(2, 5, 3, 4)
@@ -145,7 +146,7 @@ def test_parse_shapes():
 
 
 def test_main_skips_torch_when_missing(monkeypatch, tmp_path, capsys):
-  monkeypatch.setattr(bm, "torch_available", lambda: False)
+  monkeypatch.setattr(torch_worker, "torch_available", lambda: False)
   path = tmp_path / "b.json"
   rc = bm.main(["--quick", "--quiet", "--shapes=2x3x2x3", "--impls=ours,torch",
                 "--rounds=1", "--max_iters=1", f"--json={path}"])
@@ -199,7 +200,7 @@ def test_cudnn_weights_match_ours_through_the_reference_lstm():
   ys, _, _ = jrnn.lstm_ref(jnp.asarray(xs), zeros, zeros, w_ih, w_hh, b_ih, b_hh,
                            jnp.full((shape.B,), shape.T, jnp.int32), shape.I, shape.H, 1,
                            0.0, False)
-  ours, _ = lstm_jax.rnn(bm.make_cell(shape), {k: jnp.asarray(v) for k, v in params.items()},
+  ours, _ = lstm_jax.rnn(bm.bench_cell(shape), {k: jnp.asarray(v) for k, v in params.items()},
                          jnp.asarray(xs))
   np.testing.assert_allclose(ys, ours, rtol=1e-5, atol=1e-6)
 

@@ -1,0 +1,38 @@
+"""LSTM throughput: ``lstm_jax`` against Flax (linen, NNX) and ``torch.nn.LSTM``.
+
+Run it (about 5 minutes on a 2-core CPU; ``--quick`` takes seconds)::
+
+    python -m experiments.benchmark --json=/tmp/bench.json
+    python -m experiments.benchmark --shapes=32x100x8x128,1x1000x8x64 --rounds=3
+    python -m experiments.benchmark --quick
+
+Per shape ``(B, T, I, H)`` it times one float32 LSTM layer's training step
+(the parameter gradient of ``mean(ys ** 2)``) and its forward pass, for every
+implementation on the same parameters and inputs, round-robin in one process
+(torch in a subprocess), and reports sequences/s, ratios to torch and Flax
+linen, GFLOP/s, compile time and peak memory. How it measures (the
+implementations, the method, the FLOP formulas, what peak memory means, and a
+caveat for shared CPUs): README.md, "How the benchmark measures".
+
+Modules: ``shapes`` (shapes, FLOPs), ``implementations`` (the JAX rows),
+``torch_worker`` (the torch subprocess), ``memory`` (peak memory),
+``harness`` (the rounds), ``report`` (table, JSON), ``cli`` (flags).
+"""
+
+from experiments.benchmark.harness import PEERS, environment, run_benchmark, run_shape
+from experiments.benchmark.implementations import (BENCH_IMPLS, CEILING, CUDNN, JAX_IMPLS,
+                                                   TORCH, JaxImpl, bench_cell, build_jax_impl,
+                                                   cudnn_weights, flops, make_problem)
+from experiments.benchmark.report import header, markdown_table, notes, write_json
+from experiments.benchmark.shapes import (DEFAULT_SHAPES, MODES, QUICK_SHAPES, Shape,
+                                          ceiling_flops, model_flops, parse_shapes)
+from experiments.benchmark.torch_worker import TORCH_MISSING, TorchWorker
+from experiments.benchmark.cli import main
+
+__all__ = [
+    "BENCH_IMPLS", "CEILING", "CUDNN", "DEFAULT_SHAPES", "JAX_IMPLS", "JaxImpl", "MODES",
+    "PEERS", "QUICK_SHAPES", "Shape", "TORCH", "TORCH_MISSING", "TorchWorker", "bench_cell",
+    "build_jax_impl", "ceiling_flops", "cudnn_weights", "environment", "flops", "header",
+    "main", "make_problem", "markdown_table", "model_flops", "notes", "parse_shapes",
+    "run_benchmark", "run_shape", "write_json",
+]
