@@ -148,8 +148,9 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
     raise ConfigError(f"config.{err}") from None
   try:
     task = make_task(config.task, lag=config.lag, **config.task_params.to_dict())
-  except ValueError as err:
-    raise ConfigError(f"config.task_params / config.lag: {err}") from None
+  except ValueError as err:  # "copy: lag=0 is not allowed; ..."
+    message = str(err).removeprefix(f"{config.task}: ")
+    raise _error(ValueError(message), {"lag": "lag"}, "task_params") from None
   m = config.model
   options = {name: m[name] for name in INIT_OPTIONS if name in m}
   if m.bias_init == "chrono":  # T_max defaults to 3/2 of the task's longest sequence

@@ -54,14 +54,14 @@ def test_every_config_file_builds_its_task_and_model():
     ("batch_size", -3, r"config.batch_size=-3"),
     ("optimizer.name", "adamm", r"optimizer.name='adamm' .*adam"),
     ("task", "copyy", r"config.task='copyy' .*copy"),
-    ("model.proj_size", 8, r"model.proj_size=8 .*smaller than model.hidden_size=8"),
+    ("model.proj_size", 8, r"model.proj_size=8 .*smaller than hidden_size=8"),
     ("optimizer.learning_rate", -1.0, r"learning_rate=-1.0"),
     ("tbptt", -1, r"config.tbptt=-1 .*integer >= 0"),
     ("remat", "log", r"config.remat='log' .*'sqrt'"),
-    ("nonfinite", "ignore", r"config.nonfinite='ignore' .*stop, skip"),
-    ("impl", "fast", r"config.impl='fast' .*auto, fused, scan"),
-    ("ensemble", "pmap", r"config.ensemble='pmap' .*auto, vmap, map"),
-    ("split_batch", "yes", r"config.split_batch='yes' .*auto, on, off"),
+    ("nonfinite", "ignore", r"config.nonfinite='ignore' .*'stop', 'skip'"),
+    ("impl", "fast", r"config.impl='fast' .*'auto', 'fused', 'scan'"),
+    ("ensemble", "pmap", r"config.ensemble='pmap' .*'auto', 'vmap', 'map'"),
+    ("split_batch", "yes", r"config.split_batch='yes' .*'auto', 'on', 'off'"),
 ])
 def test_bad_config_values_name_the_field(field, value, pattern):
   with pytest.raises(config_lib.ConfigError, match=pattern):

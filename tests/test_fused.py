@@ -4,6 +4,7 @@ gradients, chunked backward passes, and the automatic fallback."""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,8 +52,7 @@ def _loss_fn(cell, impl, **kw):
 def _compare(cell, params, xs, state, rtol=2e-5, atol=2e-6, **kw):
   got = jax.value_and_grad(_loss_fn(cell, "fused", **kw), argnums=(0, 1, 2))(params, xs, state)
   want = jax.value_and_grad(_loss_fn(cell, "scan", **kw), argnums=(0, 1, 2))(params, xs, state)
-  jax.tree_util.tree_map(
-      lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol), got, want)
+  chex.assert_trees_all_close(got, want, rtol=rtol, atol=atol)
   return got
 
 
@@ -146,10 +146,8 @@ def test_vmap_over_models():
       ys, _ = L.rnn(cell, p, xs, impl=impl)
       return jnp.sum(ys ** 2)
     return jax.vmap(jax.grad(loss))(params)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
-                         grads("fused"), grads("auto"))
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
-                         grads("fused"), grads("scan"))
+  chex.assert_trees_all_close(grads("fused"), grads("auto"), rtol=2e-5, atol=2e-6)
+  chex.assert_trees_all_close(grads("fused"), grads("scan"), rtol=2e-5, atol=2e-6)
 
 
 def _uses_custom_vjp(fn, *args) -> bool:
@@ -195,7 +193,7 @@ def test_fallback_to_plain_scan(name, options, reason):
   scan = jax.grad(loss("scan"))(params)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b), auto, scan)
   assert not _uses_custom_vjp(loss("auto"), params)
-  with pytest.raises(ValueError, match=f"impl='fused' does not cover.*{reason}"):
+  with pytest.raises(ValueError, match=f"impl='fused' is not allowed; the fused layer does not cover.*{reason}"):
     L.stacked_rnn(cell, params, xs, impl="fused", **options)
 
 
@@ -239,5 +237,4 @@ def test_fused_layer_with_emit_matches_scan():
       assert ys.shape == (T, B, 2)
       return jnp.sum(jnp.tanh(ys))
     return jax.value_and_grad(f)(params[0])
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
-                         loss("fused"), loss("scan"))
+  chex.assert_trees_all_close(loss("fused"), loss("scan"), rtol=2e-5, atol=2e-6)

@@ -3,6 +3,7 @@ compilation reuse, dtypes, gradients and argument checks."""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -205,6 +206,21 @@ def test_bidirectional_stack_equals_composition():
 # Compilation, dtypes, gradients.
 
 
+def test_rnn_traces_its_program_once_per_shape(lstm, monkeypatch):
+  """chex.assert_max_traces on the layer loop that rnn's one jitted program
+  calls: new values, an equal cell built again, and a new initial state of
+  the same shape reuse the trace."""
+  cell, params = lstm
+  chex.clear_trace_counter()
+  monkeypatch.setattr(sequence, "run_layers", chex.assert_max_traces(sequence.run_layers, n=1))
+  xs = lambda seed: jax.random.normal(jax.random.key(seed), (2, 7, I))  # a shape of its own
+  for seed in (1, 2):
+    L.rnn(cell, params, xs(seed))
+  L.rnn(L.make_cell("vanilla", H), params, xs(3))
+  with pytest.raises(AssertionError, match="traced > 1 times"):
+    L.rnn(cell, params, jax.random.normal(jax.random.key(4), (2, 8, I)))  # a new shape
+
+
 def test_second_call_with_same_shapes_does_not_recompile(lstm):
   cell, params = lstm
   L.rnn(cell, params, _xs(10), lengths=LENGTHS)
@@ -288,7 +304,7 @@ def _bad_calls(cell, params):
       (lambda: L.rnn(cell, params, xs, (jnp.zeros((B, H)),)), ValueError,
        r"initial_state\[0\]: expected a state structured like"),
       (lambda: L.rnn(cell, params, xs, unroll=0), ValueError, r"unroll=0"),
-      (lambda: L.rnn(cell, params, xs, time_major="yes"), TypeError, r"time_major='yes'"),
+      (lambda: L.rnn(cell, params, xs, time_major="yes"), ValueError, r"time_major='yes'"),
       (lambda: L.rnn(cell, {"w_x": params["w_x"], "b": params["b"]}, xs), ValueError,
        r"params\[.w_h.\] is missing"),
       (lambda: L.rnn(cell, dict(params, w_h=params["w_h"][:2]), xs), ValueError,
@@ -347,7 +363,7 @@ def test_remat_policies_give_the_same_outputs_and_gradients(lstm, remat):
 
 def test_unknown_remat_policy_is_rejected(lstm):
   cell, params = lstm
-  with pytest.raises(ValueError, match=r"remat='log': expected False/'none'"):
+  with pytest.raises(ValueError, match=r"remat='log' is not allowed; expected 'none' \(or False\)"):
     L.rnn(cell, params, _xs(21), remat="log")
   assert sequence.remat_chunk("sqrt", 100) == 10 and sequence.remat_chunk("sqrt", 101) == 11
 
@@ -358,12 +374,12 @@ def test_sqrt_remat_training_memory_grows_sublinearly_in_time():
   the emitted readout grow with T (T * B * (I + O)), the stored states with
   sqrt(T)."""
   from lstm_jax.models import make_model
-  model = make_model("vanilla", 16, 1)
-  params = model.init(jax.random.key(0), 2)
+  params = make_model("vanilla", 16, 1).init(jax.random.key(0), 2)
 
   def temp_bytes(time, remat):
+    model = make_model("vanilla", 16, 1, remat=remat)
     xs = jax.ShapeDtypeStruct((2, time, 2), jnp.float32)
-    step = jax.jit(jax.grad(lambda p, x: jnp.mean(model.apply(p, x, remat=remat) ** 2)))
+    step = jax.jit(jax.grad(lambda p, x: jnp.mean(model.apply(p, x) ** 2)))
     return step.lower(params, xs).compile().memory_analysis().temp_size_in_bytes
 
   small, large = temp_bytes(4096, "sqrt"), temp_bytes(16384, "sqrt")
