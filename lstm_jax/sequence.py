@@ -234,13 +234,14 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
                unroll: int = 1, remat: Remat = False,
                emit: Callable[[Array], Array] | None = None,
                truncate: int = 0, impl: str = "auto") -> tuple[Array, State]:
-  """The bare scan of ``cell.step`` over time (no validation, no jit).
+  """The bare scan of ``cell.step`` over time (no shape checks, no jit).
 
   Meant for use inside a caller's own ``jit``; :func:`rnn` is the checked entry.
-  With ``impl="auto"`` (the default) an LSTM layer that :func:`fused_reason`
-  accepts runs through :func:`lstm_jax.fused.fused_layer` (same values, a
-  faster backward pass, no forward-mode autodiff); anything else is the plain
-  scan below.
+  With ``impl="auto"`` (the default) an LSTM layer that :func:`resolve_impl`
+  finds covered runs through :func:`lstm_jax.fused.fused_layer` (same values,
+  a faster backward pass, no forward-mode autodiff); anything else is the
+  plain scan below. ``impl="fused"`` is trusted (the checked entry points
+  resolve it before calling here).
 
   Args:
     cell: static cell description.
@@ -260,8 +261,8 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
       gradient through the carry is cut before every step ``t`` with
       ``t % k == 0`` (counted from the scan's first step, so from ``T-1`` in
       a reverse scan); the forward pass is unchanged.
-    impl: ``"auto"``, ``"fused"`` (raise ValueError where it does not apply)
-      or ``"scan"`` (:data:`IMPLS`).
+    impl: ``"auto"`` (resolved here), ``"fused"`` (already resolved: the
+      fused layer) or ``"scan"`` (:data:`IMPLS`).
 
   Returns:
     ``(ys [T, B, R], final_state)`` (``ys = emit(y)`` per step with ``emit``);
