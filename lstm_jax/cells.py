@@ -353,8 +353,12 @@ class Cell:
     variant: LSTM options (ignored by GRU/Elman).
     proj_size: ``P`` for an output projection (LSTMP); 0 for none.
     name: the name it was made from (for display).
-    kernel_init, recurrent_init: names from :data:`lstm_jax.init.KERNEL_INITS`.
-    bias_init: LSTM bias scheme from :data:`lstm_jax.init.BIAS_INITS`.
+    kernel_init, recurrent_init: names from :data:`lstm_jax.init.KERNEL_INITS`,
+      or initialisers ``(key, shape, dtype) -> array`` (e.g. Flax's), called
+      once per gate block ``[fan_in, H]``.
+    bias_init: LSTM bias scheme from :data:`lstm_jax.init.BIAS_INITS`, or an
+      initialiser called once per gate block ``[H]`` (every bias of a GRU or
+      Elman RNN too; the named schemes leave those zero).
     forget_bias: forget-gate bias for the ``forget`` and ``hs1997`` schemes.
     chrono_t_max: ``T_max`` for the ``chrono`` scheme.
     init_scale: half-width for the ``uniform`` kernel initialiser.
@@ -365,9 +369,9 @@ class Cell:
   variant: LSTMVariant = LSTMVariant()
   proj_size: int = 0
   name: str = "vanilla"
-  kernel_init: str = "lecun_normal"
-  recurrent_init: str = "orthogonal"
-  bias_init: str = "forget"
+  kernel_init: str | initializers.KernelInit = "lecun_normal"
+  recurrent_init: str | initializers.KernelInit = "orthogonal"
+  bias_init: str | initializers.KernelInit = "forget"
   forget_bias: float = 1.0
   chrono_t_max: float | None = None
   init_scale: float = 0.1
@@ -384,9 +388,13 @@ class Cell:
     if self.proj_size >= self.hidden_size and self.proj_size:
       raise ValueError(f"proj_size={self.proj_size} must be smaller than "
                        f"hidden_size={self.hidden_size} (as in torch.nn.LSTM)")
-    checks.choice("kernel_init", self.kernel_init, initializers.KERNEL_INITS)
-    checks.choice("recurrent_init", self.recurrent_init, initializers.KERNEL_INITS)
-    checks.choice("bias_init", self.bias_init, initializers.BIAS_INITS)
+    for field, names in (("kernel_init", initializers.KERNEL_INITS),
+                         ("recurrent_init", initializers.KERNEL_INITS),
+                         ("bias_init", initializers.BIAS_INITS)):
+      value = getattr(self, field)
+      if not (callable(value) or (isinstance(value, str) and value in names)):
+        checks.fail(field, value, "allowed: " + ", ".join(map(repr, names))
+                    + ", or an initialiser (key, shape, dtype) -> array")
     if self.bias_init == "chrono":
       if self.kind != "lstm":
         raise ValueError("bias_init='chrono' is defined for LSTM cells only")
@@ -443,9 +451,15 @@ class Cell:
       if self.proj_size:
         params["w_proj"] = initializers.gate_kernel(self.kernel_init, k_p, h, r, 1, **kw)
     elif self.use_bias:
-      params["b"] = jnp.zeros((nb * h,), dtype)
-      if self.kind == "gru":
-        params["b_hn"] = jnp.zeros((h,), dtype)
+      if callable(self.bias_init):
+        k_b, k_hn = jax.random.split(k_b)
+        params["b"] = initializers.bias_blocks(self.bias_init, k_b, h, nb, dtype=dtype)
+        if self.kind == "gru":
+          params["b_hn"] = initializers.bias_blocks(self.bias_init, k_hn, h, 1, dtype=dtype)
+      else:
+        params["b"] = jnp.zeros((nb * h,), dtype)
+        if self.kind == "gru":
+          params["b_hn"] = jnp.zeros((h,), dtype)
     return params
 
   def param_shapes(self, input_size: int) -> dict[str, tuple[int, ...]]:
