@@ -22,14 +22,22 @@ H]``, row ``k*D + d`` for layer ``k`` and direction ``d`` (0 forward, 1
 backward); ours is a list of per-layer :class:`~lstm_jax.cells.LSTMState`
 (``(fwd, bwd)`` pairs when bidirectional).
 
-**flax.linen.LSTMCell / OptimizedLSTMCell** (same parameter tree for both)::
+**flax.linen.LSTMCell / OptimizedLSTMCell** (same parameter tree for both),
+and the pure dicts (``nnx.state(cell, nnx.Param).to_pure_dict()``) of
+**flax.nnx.LSTMCell** (the same tree with ``if_`` for ``if``) and
+**flax.nnx.OptimizedLSTMCell** (already fused)::
 
     flax params                              ours
     ii, if, ig, io: {kernel [I, H]}          w_x = concat(ii, if, ig, io)   [I, 4H]
     hi, hf, hg, ho: {kernel [H, H],          w_h = concat(hi, hf, hg, ho)   [H, 4H]
                      bias [H]}               b   = concat(biases)           [4H]
+    dense_i: {kernel [I, 4H]}                w_x                            (nnx optimized)
+    dense_h: {kernel [H, 4H], bias [4H]}     w_h, b                         (nnx optimized)
 
-Flax's carry is ``(c, h)``; ours is ``LSTMState(h, c)``. Flax adds no
+Flax's carry is ``(c, h)``; ours is ``LSTMState(h, c)``; :func:`carry_from_flax`
+and :func:`carry_to_flax` turn one into the other (the Flax cells of
+:mod:`lstm_jax.linen` and :mod:`lstm_jax.nnx` carry ``(c, h)``, and
+``(c, h, gates)`` for full gate recurrence). Flax adds no
 forget-gate bias offset at run time, and neither do we (``forget_bias`` of a
 :class:`~lstm_jax.cells.Cell` only sets the initial bias), so converted
 parameters give identical outputs.
@@ -42,12 +50,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm_jax import checks
 from lstm_jax.cells import Cell, LSTMState, LSTMVariant, Params, make_cell
 from lstm_jax.sequence import stacked_rnn
 
@@ -525,38 +534,53 @@ def to_torch_lstm(params: Sequence[Params] | TorchLSTM, cell: Cell | None = None
 
 
 # ----------------------------------------------------------------------------
-# flax.linen.LSTMCell / OptimizedLSTMCell.
+# flax.linen / flax.nnx LSTM cells.
 
 
-def carry_from_flax(carry: tuple[Any, Any]) -> LSTMState:
+def carry_from_flax(carry: Any) -> LSTMState:
   """Flax LSTM carry ``(c, h)`` -> our ``LSTMState(h, c)``.
 
   Args:
-    carry: ``(c [..., H], h [..., H])`` as ``flax.linen.LSTMCell`` uses.
+    carry: ``(c [..., H], h [..., R])`` as Flax's LSTM cells and the cells of
+      :mod:`lstm_jax.linen` / :mod:`lstm_jax.nnx` use, or
+      ``(c, h, gates [..., 3H])`` for a gate-recurrent (FGR) cell of those
+      modules. An :class:`LSTMState` is returned as it is.
 
   Returns:
-    ``LSTMState(h, c)``.
+    ``LSTMState(h, c)`` (``LSTMState(h, c, gates)`` for FGR).
+
+  Raises:
+    ValueError: ``carry`` is not a tuple (or list) of 2 or 3 entries.
 
   Example::
 
       carry = nn.LSTMCell(16).initialize_carry(key, (8, 4))   # (c, h)
       state = carry_from_flax(carry)                          # LSTMState(h, c)
   """
-  if not isinstance(carry, (tuple, list)) or len(carry) != 2:
-    raise ValueError(f"carry: expected a flax LSTM carry (c, h), got {type(carry).__name__}")
-  c, h = carry
-  return LSTMState(h=h, c=c)
+  if isinstance(carry, LSTMState):
+    return carry
+  if not isinstance(carry, (tuple, list)) or len(carry) not in (2, 3):
+    size = f" of {len(carry)}" if isinstance(carry, (tuple, list)) else ""
+    raise ValueError(f"carry: expected a flax LSTM carry (c, h), or (c, h, gates) for FGR, "
+                     f"got {type(carry).__name__}{size}")
+  c, h, *gates = carry
+  return LSTMState(h=h, c=c, gates=gates[0] if gates else None)
 
 
-def carry_to_flax(state: LSTMState) -> tuple[Any, Any]:
+def carry_to_flax(state: LSTMState) -> tuple[Any, ...]:
   """Our ``LSTMState(h, c)`` -> flax LSTM carry ``(c, h)``.
 
   Args:
-    state: :class:`LSTMState` with ``h [..., H]`` and ``c [..., H]`` (no
-      projection, no gate recurrence).
+    state: :class:`LSTMState` with ``h [..., R]`` and ``c [..., H]`` (and
+      ``gates [..., 3H]`` for full gate recurrence).
 
   Returns:
-    ``(c, h)``.
+    ``(c, h)``, or ``(c, h, gates)`` for a gate-recurrent (FGR) state (the
+    carry of the FGR cells of :mod:`lstm_jax.linen` and :mod:`lstm_jax.nnx`;
+    Flax itself has no such cell).
+
+  Raises:
+    ValueError: ``state`` is not an :class:`LSTMState`.
 
   Example::
 
@@ -566,30 +590,82 @@ def carry_to_flax(state: LSTMState) -> tuple[Any, Any]:
   if not isinstance(state, LSTMState):
     raise ValueError(f"state: expected an lstm_jax.LSTMState, got {type(state).__name__}")
   if state.gates is not None:
-    raise ValueError("state.gates: a gate-recurrent (FGR) state has no flax counterpart")
+    return state.c, state.h, state.gates
   return state.c, state.h
 
 
-def _unwrap_flax(flax_params: Any) -> Mapping[str, Any]:
+_FLAX_LAYOUTS = {"linen": "flax.linen.LSTMCell", "nnx": "flax.nnx.LSTMCell",
+                 "nnx_optimized": "flax.nnx.OptimizedLSTMCell"}
+"""``to_flax_lstm`` layouts and the Flax cell each is for."""
+
+
+def _plain_flax(tree: Any) -> Any:
+  """Nested mappings as dicts, ``nnx.Variable`` leaves (of an ``nnx.State``) as arrays."""
+  if isinstance(tree, Mapping):
+    return {k: _plain_flax(v) for k, v in tree.items()}
+  return tree.get_value() if hasattr(tree, "get_value") else tree
+
+
+def _unwrap_flax(flax_params: Any) -> dict[str, Any]:
   if not isinstance(flax_params, Mapping):
     raise TypeError(f"flax_params: expected a mapping of flax LSTM cell params, "
                     f"got {type(flax_params).__name__}")
+  tree = _plain_flax(flax_params)
   for wrapper in ("params", "cell"):
-    if set(flax_params) == {wrapper}:
-      flax_params = flax_params[wrapper]
-  return flax_params
+    if set(tree) == {wrapper}:
+      tree = tree[wrapper]
+  return tree
+
+
+def _check_leaves(tree: Mapping[str, Any], want: dict[str, tuple[str, ...]], what: str) -> None:
+  """Entries of ``tree`` are exactly ``want`` (name -> leaf names); one-line errors."""
+  for name in tree:
+    if name not in want:
+      raise ValueError(f"flax_params[{name!r}] is not a parameter of {what}; "
+                       f"expected entries: {', '.join(want)}")
+  for name, leaves in want.items():
+    if name not in tree:
+      raise ValueError(f"flax_params[{name!r}] is missing; expected entries: {', '.join(want)}")
+    sub = tree[name]
+    if not isinstance(sub, Mapping) or set(sub) != set(leaves):
+      got = sorted(sub) if isinstance(sub, Mapping) else type(sub).__name__
+      raise ValueError(f"flax_params[{name!r}]: expected entries {list(leaves)}, got {got}")
+
+
+def _from_flax_fused(tree: Mapping[str, Any]) -> Params:
+  """``flax.nnx.OptimizedLSTMCell``'s ``{dense_i, dense_h}`` -> ours."""
+  _check_leaves(tree, {"dense_i": ("kernel",), "dense_h": ("kernel", "bias")},
+                "flax.nnx.OptimizedLSTMCell")
+  kh = _shape(tree["dense_h"]["kernel"])
+  if len(kh) != 2 or kh[1] != 4 * kh[0] or not kh[0]:
+    raise ValueError(f"flax_params['dense_h']['kernel']: expected shape [H, 4H], got {kh}")
+  h = kh[0]
+  kx, b = _shape(tree["dense_i"]["kernel"]), _shape(tree["dense_h"]["bias"])
+  if len(kx) != 2 or kx[1] != 4 * h:
+    raise ValueError(f"flax_params['dense_i']['kernel']: expected shape [input_size, {4 * h}] "
+                     f"(4H with H={h}), got {kx}")
+  if b != (4 * h,):
+    raise ValueError(f"flax_params['dense_h']['bias']: expected shape {(4 * h,)}, got {b}")
+  return {"w_x": jnp.asarray(tree["dense_i"]["kernel"]),
+          "w_h": jnp.asarray(tree["dense_h"]["kernel"]),
+          "b": jnp.asarray(tree["dense_h"]["bias"])}
 
 
 def from_flax_lstm(flax_params: Mapping[str, Any]) -> Params:
-  """Convert ``flax.linen.LSTMCell`` / ``OptimizedLSTMCell`` params to ours.
+  """Convert Flax LSTM cell params (linen or NNX) to ours.
 
-  Both flax cells share one tree (layout in the module docstring)::
+  Layouts understood (module docstring): the tree shared by
+  ``flax.linen.LSTMCell`` and ``OptimizedLSTMCell``::
 
       {"ii": {"kernel": [I, H]}, "if": ..., "ig": ..., "io": ...,
        "hi": {"kernel": [H, H], "bias": [H]}, "hf": ..., "hg": ..., "ho": ...}
 
-  A ``{"params": ...}`` variables dict and the ``{"cell": ...}`` level added
-  by ``flax.linen.RNN`` are unwrapped.
+  the same with ``"if_"`` for ``"if"`` (``flax.nnx.LSTMCell``), and
+  ``{"dense_i": {"kernel": [I, 4H]}, "dense_h": {"kernel": [H, 4H], "bias": [4H]}}``
+  (``flax.nnx.OptimizedLSTMCell``). A ``{"params": ...}`` variables dict and
+  the ``{"cell": ...}`` level added by ``flax.linen.RNN`` are unwrapped; an
+  ``nnx.State`` (``nnx.state(cell, nnx.Param)``) or its ``to_pure_dict()``
+  is read as the NNX tree.
 
   Args:
     flax_params: the cell's params (NumPy or JAX arrays).
@@ -607,20 +683,17 @@ def from_flax_lstm(flax_params: Mapping[str, Any]) -> Params:
       variables = nn.RNN(nn.LSTMCell(16)).init(key, xs)
       params = from_flax_lstm(variables)                # unwraps params/cell
       ys, _ = lstm_jax.rnn(make_cell("vanilla", 16, forget_bias=0.0), params, xs)
+
+      cell = nnx.OptimizedLSTMCell(4, 16, rngs=nnx.Rngs(0))
+      params = from_flax_lstm(nnx.state(cell, nnx.Param))
   """
   tree = _unwrap_flax(flax_params)
+  if "dense_i" in tree or "dense_h" in tree:
+    return _from_flax_fused(tree)
+  if "if_" in tree and "if" not in tree:  # flax.nnx.LSTMCell's name for the f gate
+    tree = {("if" if k == "if_" else k): v for k, v in tree.items()}
   want = {f"i{g}": ("kernel",) for g in _GATES} | {f"h{g}": ("kernel", "bias") for g in _GATES}
-  for name in tree:
-    if name not in want:
-      raise ValueError(f"flax_params[{name!r}] is not a parameter of flax.linen.LSTMCell; "
-                       f"expected entries: {', '.join(want)}")
-  for name, leaves in want.items():
-    if name not in tree:
-      raise ValueError(f"flax_params[{name!r}] is missing; expected entries: {', '.join(want)}")
-    sub = tree[name]
-    if not isinstance(sub, Mapping) or set(sub) != set(leaves):
-      got = sorted(sub) if isinstance(sub, Mapping) else type(sub).__name__
-      raise ValueError(f"flax_params[{name!r}]: expected entries {list(leaves)}, got {got}")
+  _check_leaves(tree, want, "flax.linen.LSTMCell")
   hi = _shape(tree["hi"]["kernel"])
   ii = _shape(tree["ii"]["kernel"])
   if len(hi) != 2 or hi[0] != hi[1] or not hi[0]:
@@ -640,8 +713,10 @@ def from_flax_lstm(flax_params: Mapping[str, Any]) -> Params:
   return {"w_x": cat("i", "kernel"), "w_h": cat("h", "kernel"), "b": cat("h", "bias")}
 
 
-def to_flax_lstm(params: Params, cell: Cell | None = None) -> dict[str, dict[str, Array]]:
-  """Convert our LSTM params to ``flax.linen.LSTMCell`` / ``OptimizedLSTMCell`` params.
+def to_flax_lstm(params: Params, cell: Cell | None = None, *,
+                 layout: Literal["linen", "nnx", "nnx_optimized"] = "linen"
+                 ) -> dict[str, dict[str, Array]]:
+  """Convert our LSTM params to the params of a Flax LSTM cell.
 
   Inverse of :func:`from_flax_lstm`. A params dict without ``b`` (a cell
   with ``use_bias=False``) exports zero biases, since flax's cells always have
@@ -653,28 +728,36 @@ def to_flax_lstm(params: Params, cell: Cell | None = None) -> dict[str, dict[str
     cell: optional; when given it must be a ``vanilla`` LSTM without
       projection (other variants raise ``ValueError`` naming the variant) and
       ``params`` are checked against it.
+    layout: ``"linen"`` (``flax.linen.LSTMCell`` and ``OptimizedLSTMCell``:
+      ``ii, ..., ho``), ``"nnx"`` (``flax.nnx.LSTMCell``: the same with
+      ``if_``) or ``"nnx_optimized"`` (``flax.nnx.OptimizedLSTMCell``:
+      ``dense_i``, ``dense_h``).
 
   Returns:
-    The bare flax params tree (use ``{"params": tree}`` for ``apply``; inside
-    ``flax.linen.RNN`` it sits under ``{"params": {"cell": tree}}``).
+    The bare params tree. Linen: use ``{"params": tree}`` for ``apply``
+    (inside ``flax.linen.RNN`` it sits under ``{"params": {"cell": tree}}``).
+    NNX: a pure dict for ``nnx.replace_by_pure_dict(nnx.state(cell, nnx.Param),
+    tree)`` and then ``nnx.update(cell, state)``.
 
   Raises:
     ValueError: an unsupported variant or parameter (``w_proj``, ``w_peep``,
-      ...), or inconsistent shapes; the message names the entry.
+      ...), inconsistent shapes (the message names the entry), or an unknown
+      ``layout``.
 
   Example::
 
       tree = to_flax_lstm(cell.init(key, 4), cell)
       (c, h), y = nn.LSTMCell(cell.hidden_size).apply({"params": tree}, carry, x)
   """
+  target = _FLAX_LAYOUTS[checks.choice("layout", layout, tuple(_FLAX_LAYOUTS))]
   if not isinstance(params, Mapping):
     raise TypeError(f"params: expected one LSTM layer's params dict, got {type(params).__name__}")
   if cell is not None:
-    _check_exportable(cell, "flax.linen.LSTMCell", allow_proj=False)
+    _check_exportable(cell, target, allow_proj=False)
     cell.check_params(params)
   for k in params:
     if k not in ("w_x", "w_h", "b"):
-      raise ValueError(f"params[{k!r}] has no counterpart in flax.linen.LSTMCell, which "
+      raise ValueError(f"params[{k!r}] has no counterpart in {target}, which "
                        "only has w_x, w_h and b (a plain LSTM without projection)")
   for k in ("w_x", "w_h"):
     if k not in params:
@@ -689,10 +772,13 @@ def to_flax_lstm(params: Params, cell: Cell | None = None) -> dict[str, dict[str
   b = jnp.asarray(params["b"]) if "b" in params else jnp.zeros((4 * h,), w_h.dtype)
   if b.shape != (4 * h,):
     raise ValueError(f"params['b']: expected shape {(4 * h,)}, got {tuple(b.shape)}")
+  if layout == "nnx_optimized":
+    return {"dense_i": {"kernel": w_x}, "dense_h": {"kernel": w_h, "bias": b}}
   split = lambda a: jnp.split(a, 4, axis=-1)
+  f_name = "if_" if layout == "nnx" else "if"
   tree: dict[str, dict[str, Array]] = {}
   for g, kx in zip(_GATES, split(w_x)):
-    tree[f"i{g}"] = {"kernel": kx}
+    tree[f_name if g == "f" else f"i{g}"] = {"kernel": kx}
   for g, kh, bh in zip(_GATES, split(w_h), split(b)):
     tree[f"h{g}"] = {"kernel": kh, "bias": bh}
   return tree

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import lstm_jax
 from lstm_jax import interop
@@ -367,3 +368,58 @@ def test_flax_bad_input():
     interop.to_flax_lstm(p)
   with pytest.raises(ValueError, match=r"params\['w_x'\]: expected shape \[input_size, 20\]"):
     interop.to_flax_lstm(dict(_cell_params(cell, I), w_x=jnp.zeros((I, 12))))
+
+
+def test_flax_carry_converters():
+  c, h, g = (jnp.full((B, n), v) for n, v in ((H, 1.0), (P, 2.0), (3 * H, 3.0)))
+  state = interop.carry_from_flax((c, h))
+  assert state == lstm_jax.LSTMState(h=h, c=c, gates=None)
+  assert interop.carry_from_flax(state) is state  # already ours
+  assert interop.carry_to_flax(state) == (c, h)
+  # Full gate recurrence: (c, h, gates) on the Flax side.
+  fgr = interop.carry_from_flax([c, h, g])
+  assert fgr.gates is g and fgr.c is c and fgr.h is h
+  out = interop.carry_to_flax(fgr)
+  assert type(out) is tuple and len(out) == 3 and out[2] is g
+  with pytest.raises(ValueError, match=r"carry: expected a flax LSTM carry \(c, h\), or "
+                                       r"\(c, h, gates\) for FGR, got tuple of 1"):
+    interop.carry_from_flax((c,))
+  with pytest.raises(ValueError, match="state: expected an lstm_jax.LSTMState, got tuple"):
+    interop.carry_to_flax((c, h))
+
+
+def test_flax_nnx_layouts():
+  """The NNX trees (pure dicts, nnx.State) give the params the linen tree gives."""
+  cell = lstm_jax.make_cell("vanilla", H, forget_bias=0.0)
+  params = _cell_params(cell, I)
+  linen_tree = interop.to_flax_lstm(params, cell)
+  nnx_tree = interop.to_flax_lstm(params, cell, layout="nnx")
+  fused = interop.to_flax_lstm(params, cell, layout="nnx_optimized")
+  assert set(nnx_tree) == set(linen_tree) - {"if"} | {"if_"}
+  np.testing.assert_array_equal(nnx_tree["if_"]["kernel"], linen_tree["if"]["kernel"])
+  assert jax.tree.map(jnp.shape, fused) == {"dense_i": {"kernel": (I, 4 * H)},
+                                            "dense_h": {"kernel": (H, 4 * H), "bias": (4 * H,)}}
+  for tree in (nnx_tree, fused):
+    jax.tree.map(np.testing.assert_array_equal, interop.from_flax_lstm(tree), params)
+  # Flax's own NNX cells: their State and its pure dict read alike, with the
+  # trees of Flax's cells (the f gate's input kernel is `if_` in nnx.LSTMCell).
+  for flax_cell in (nnx.OptimizedLSTMCell(I, H, rngs=nnx.Rngs(0)),
+                    nnx.LSTMCell(I, H, rngs=nnx.Rngs(0))):
+    state = nnx.state(flax_cell, nnx.Param)
+    got = interop.from_flax_lstm(state)
+    jax.tree.map(np.testing.assert_array_equal, got,
+                 interop.from_flax_lstm({"params": state.to_pure_dict()}))
+    assert jax.tree.map(jnp.shape, got) == {"w_x": (I, 4 * H), "w_h": (H, 4 * H), "b": (4 * H,)}
+  with pytest.raises(ValueError, match="layout='torch' is not allowed; allowed: 'linen', 'nnx', "
+                                       "'nnx_optimized'"):
+    interop.to_flax_lstm(params, layout="torch")
+  with pytest.raises(ValueError, match=r"flax_params\['dense_h'\]: expected entries "
+                                       r"\['kernel', 'bias'\], got \['kernel'\]"):
+    interop.from_flax_lstm({"dense_i": fused["dense_i"],
+                            "dense_h": {"kernel": fused["dense_h"]["kernel"]}})
+  with pytest.raises(ValueError, match=r"flax_params\['dense_i'\]\['kernel'\]: expected shape "
+                                       r"\[input_size, 20\]"):
+    interop.from_flax_lstm({"dense_i": {"kernel": jnp.zeros((I, 8))}, "dense_h": fused["dense_h"]})
+  fgr = lstm_jax.make_cell("fgr", H)
+  with pytest.raises(ValueError, match="'fgr' cannot be converted to flax.nnx.OptimizedLSTMCell"):
+    interop.to_flax_lstm(_cell_params(fgr, I), fgr, layout="nnx_optimized")
