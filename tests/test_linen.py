@@ -1,5 +1,6 @@
 """flax.linen cells: nn.RNN / nn.Bidirectional over them equal the core functions,
-params are the core params dict, constructor options reach the core cell."""
+params are the core params dict, constructor options reach the core cell; the
+LSTMCell is a drop-in for Flax's LSTM cells (Flax's cells are the reference)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import lstm_jax as L
+from lstm_jax import interop
 from lstm_jax import linen as lnn
 
 B, T, I, H, P = 2, 5, 3, 4, 2
@@ -41,6 +43,11 @@ def _assert_tree_close(got, want, atol: float = 1e-6) -> None:
     np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=0, atol=atol)
 
 
+def _as_core(core: L.Cell, carry):
+  """Flax's carry (c, h[, gates]) as the core's LSTMState (GRU/Elman: unchanged)."""
+  return interop.carry_from_flax(carry) if core.kind == "lstm" else carry
+
+
 def _valid(ys: jax.Array, lengths: jax.Array) -> np.ndarray:
   """``ys [B, T, F]`` with padded steps zeroed (flax leaves them non-zero)."""
   mask = np.arange(ys.shape[1])[None, :] < np.asarray(lengths)[:, None]
@@ -61,7 +68,10 @@ def test_rnn_matches_core_rnn(name, proj):
   want_ys, want_carry = L.rnn(core, params, xs)
   assert ys.shape == (B, T, core.output_size)
   _assert_tree_close(ys, want_ys)
-  _assert_tree_close(carry, want_carry)
+  _assert_tree_close(_as_core(core, carry), want_carry)
+  if core.kind == "lstm":  # Flax's carry: a plain tuple (c, h), (c, h, gates) for FGR
+    assert type(carry) is tuple and len(carry) == (3 if name == "fgr" else 2)
+    assert carry[0].shape == (B, H) and carry[1].shape == (B, core.output_size)
 
 
 def test_bare_cell_step_matches_core_step():
@@ -73,10 +83,19 @@ def test_bare_cell_step_matches_core_step():
   assert set(variables) == {"params"}
   params = _perturb(lnn.to_core_params(variables))
   carry1, y = cell.apply(lnn.to_variables(params), carry, x)
-  want_carry, want_y = cell.core.step(params, carry, x)
+  want_carry, want_y = cell.core.step(params, interop.carry_from_flax(carry), x)
   _assert_tree_close(y, want_y)
-  _assert_tree_close(carry1, want_carry)
-  assert float(jnp.abs(carry1.gates).sum()) > 0  # FGR carries [i, f, o].
+  _assert_tree_close(interop.carry_from_flax(carry1), want_carry)
+  c, h, gates = carry1  # FGR: (c, h, gates), gates the previous [i, f, o]
+  assert float(jnp.abs(gates).sum()) > 0
+  # An LSTMState carry is accepted and comes back as one.
+  state1, y2 = cell.apply(lnn.to_variables(params), interop.carry_from_flax(carry), x)
+  assert isinstance(state1, L.LSTMState)
+  _assert_tree_close(state1, want_carry)
+  _assert_tree_close(y2, want_y)
+  with pytest.raises(ValueError, match=r"carry: expected \(c, h, gates\) for lstm 'fgr' H=4, "
+                                       r"got tuple of 2"):
+    cell.apply(lnn.to_variables(params), carry[:2], x)
 
 
 def test_extra_batch_axes():
@@ -86,7 +105,8 @@ def test_extra_batch_axes():
   carry, ys = nn.RNN(cell).apply(lnn.to_variables(params, "rnn"), xs, return_carry=True)
   want_ys, want_carry = L.rnn(cell.core, params, xs.reshape(6, T, I))
   _assert_tree_close(ys.reshape(6, T, H), want_ys)
-  _assert_tree_close(jax.tree_util.tree_map(lambda a: a.reshape(6, -1), carry), want_carry)
+  carry = jax.tree_util.tree_map(lambda a: a.reshape(6, -1), carry)
+  _assert_tree_close(interop.carry_from_flax(carry), want_carry)
 
 
 @pytest.mark.parametrize("name,proj", [("lstmp", P), ("gru", 0)])
@@ -103,7 +123,7 @@ def test_bidirectional_matches_core(name, proj):
   want_ys, want_carry = L.bidirectional_rnn(cell.core, params, xs)
   assert ys.shape == (B, T, 2 * cell.core.output_size)
   _assert_tree_close(ys, want_ys)
-  _assert_tree_close(carry, want_carry)
+  _assert_tree_close(tuple(_as_core(cell.core, c) for c in carry), want_carry)
 
 
 def test_bidirectional_with_one_cell_instance_shares_params():
@@ -117,7 +137,7 @@ def test_bidirectional_with_one_cell_instance_shares_params():
   carry, ys = layer.apply(variables, xs, return_carry=True)
   want_ys, want_carry = L.bidirectional_rnn(cell.core, params, xs)
   _assert_tree_close(ys, want_ys)
-  _assert_tree_close(carry, want_carry)
+  _assert_tree_close(tuple(_as_core(cell.core, c) for c in carry), want_carry)
 
 
 def test_seq_lengths_forward_reverse_and_bidirectional():
@@ -133,7 +153,7 @@ def test_seq_lengths_forward_reverse_and_bidirectional():
     layer = nn.RNN(cell, reverse=reverse, keep_order=True)
     carry, ys = layer.apply(var, xs, seq_lengths=LENGTHS, return_carry=True)
     want_ys, want_carry = L.rnn(core, params, xs, lengths=LENGTHS, reverse=reverse)
-    _assert_tree_close(carry, want_carry)
+    _assert_tree_close(interop.carry_from_flax(carry), want_carry)
     np.testing.assert_allclose(_valid(ys, LENGTHS), want_ys, rtol=0, atol=1e-6)
 
   bi = nn.Bidirectional(nn.RNN(cell), nn.RNN(cell.clone()))
@@ -141,7 +161,7 @@ def test_seq_lengths_forward_reverse_and_bidirectional():
   carry, ys = bi.apply(lnn.to_variables(bparams, "bidirectional"), xs,
                        seq_lengths=LENGTHS, return_carry=True)
   want_ys, want_carry = L.bidirectional_rnn(core, bparams, xs, lengths=LENGTHS)
-  _assert_tree_close(carry, want_carry)
+  _assert_tree_close(tuple(map(interop.carry_from_flax, carry)), want_carry)
   np.testing.assert_allclose(_valid(ys, LENGTHS), want_ys, rtol=0, atol=1e-6)
 
 
@@ -174,11 +194,12 @@ def test_other_options_reach_the_core():
   np.testing.assert_array_equal(params["w_x"], 0.0)
   assert 0 < float(jnp.abs(params["w_h"]).max()) <= 0.01
 
-  cell = lnn.RecurrentCell(features=H, cell="gru", param_dtype=jnp.bfloat16,
-                           carry_dtype=jnp.bfloat16)
+  cell = lnn.RecurrentCell(features=H, cell="gru", param_dtype=jnp.bfloat16)
   variables = nn.RNN(cell).init(jax.random.key(0), xs.astype(jnp.bfloat16))
   assert {v.dtype for v in jax.tree_util.tree_leaves(variables)} == {jnp.dtype(jnp.bfloat16)}
+  # The carry follows param_dtype (Flax's rule) unless carry_dtype says otherwise.
   assert cell.initialize_carry(jax.random.key(0), (B, I)).dtype == jnp.bfloat16
+  assert cell.clone(carry_dtype=jnp.float16).initialize_carry(None, (B, I)).dtype == jnp.float16
 
   custom = L.LSTMVariant(peepholes=True, output_activation="identity")
   cell = lnn.RecurrentCell(features=H, cell=custom)
@@ -187,12 +208,11 @@ def test_other_options_reach_the_core():
 
 def test_initialize_carry_and_feature_axes():
   lstmp = lnn.RecurrentCell(features=H, cell="lstmp", proj_size=P)
-  carry = lstmp.initialize_carry(jax.random.key(0), (B, I))
-  assert isinstance(carry, L.LSTMState) and carry.gates is None
-  assert carry.h.shape == (B, P) and carry.c.shape == (B, H)
+  c, h = lstmp.initialize_carry(jax.random.key(0), (B, I))
+  assert h.shape == (B, P) and c.shape == (B, H)
   assert lstmp.num_feature_axes == 1
-  fgr = lnn.RecurrentCell(features=H, cell="fgr").initialize_carry(None, (7, 2, I))
-  assert fgr.gates.shape == (7, 2, 3 * H) and not np.any(np.asarray(fgr.c))
+  c, h, gates = lnn.RecurrentCell(features=H, cell="fgr").initialize_carry(None, (7, 2, I))
+  assert gates.shape == (7, 2, 3 * H) and not np.any(np.asarray(c))
   gru = lnn.RecurrentCell(features=H, cell="gru").initialize_carry(None, (B, I))
   assert gru.shape == (B, H)
 
@@ -222,7 +242,8 @@ def test_to_variables_round_trip_and_errors():
     assert lnn.to_core_params(lnn.to_variables(params, layout)) == params
   pair = {"fwd": params, "bwd": params}
   assert lnn.to_core_params(lnn.to_variables(pair, "bidirectional")) == pair
-  with pytest.raises(ValueError, match="layout='stack'.*allowed: cell, rnn, bidirectional"):
+  with pytest.raises(ValueError, match="layout='stack' is not allowed; allowed: 'cell', 'rnn', "
+                                       "'bidirectional'"):
     lnn.to_variables(params, "stack")
   with pytest.raises(ValueError, match="needs {'fwd': params, 'bwd': params}"):
     lnn.to_variables(params, "bidirectional")
@@ -231,8 +252,8 @@ def test_to_variables_round_trip_and_errors():
 
 
 def test_bad_options_raise():
-  allowed = re.escape(", ".join(L.CELL_NAMES))
-  with pytest.raises(ValueError, match=r"cell='bogus' is not a known name; allowed: " + allowed):
+  allowed = re.escape(", ".join(map(repr, L.CELL_NAMES)))
+  with pytest.raises(ValueError, match=r"cell='bogus' is not allowed; allowed: " + allowed):
     lnn.RecurrentCell(features=H, cell="bogus")
   with pytest.raises(ValueError, match="cell='gru' is not an LSTM variant"):
     lnn.LSTMCell(features=H, cell="gru")
@@ -240,7 +261,280 @@ def test_bad_options_raise():
     lnn.RecurrentCell(features=H, cell="lstmp")
   with pytest.raises(ValueError, match="proj_size=2 is only available for LSTM"):
     lnn.RecurrentCell(features=H, cell="gru", proj_size=2)
-  with pytest.raises(ValueError, match="bias_init='nope' is not a known name"):
+  with pytest.raises(ValueError, match="bias_init='nope' is not allowed; allowed: 'forget', "
+                                       "'chrono', 'hs1997', or an initialiser"):
     lnn.RecurrentCell(features=H, bias_init="nope")
   with pytest.raises(ValueError, match="chrono_t_max=None"):
     lnn.RecurrentCell(features=H, bias_init="chrono")
+
+
+# ----------------------------------------------------------------------------
+# LSTMCell as a drop-in for flax.linen.OptimizedLSTMCell / LSTMCell: Flax's
+# cells, run with Flax's own (random) params, are the reference; ours gets the
+# same params through lstm_jax.interop.
+
+TOL = dict(rtol=1e-6, atol=1e-6)  # float32 rounding
+NORMAL = nn.initializers.normal(0.5)  # a random carry_init, shared by both sides
+
+
+def _flax_params(module: nn.Module, *args, seed: int = 1) -> dict:
+  """Flax's variables for ``module.init(key, *args)``, every leaf (biases too)
+  random, from shapes alone (no compile)."""
+  shapes = jax.eval_shape(module.init, jax.random.key(0), *args)
+  leaves, tree = jax.tree_util.tree_flatten(shapes)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return tree.unflatten([0.5 * jax.random.normal(k, x.shape, x.dtype)
+                         for k, x in zip(keys, leaves)])
+
+
+def _assert_same(got, want, **tol) -> None:
+  """Same pytree structure (tuples stay tuples), shapes and dtypes; values close."""
+  assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+  for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    assert g.shape == w.shape and g.dtype == w.dtype
+    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32),
+                               **(tol or TOL))
+
+
+# (nn.RNN attributes, call arguments, input shape): every option of nn.RNN.
+RNN_CASES = {
+    "plain": ({}, {}, (B, T, I)),
+    "lengths": ({}, {"seq_lengths": LENGTHS}, (B, T, I)),
+    "reverse_keep_order_lengths": ({"reverse": True, "keep_order": True},
+                                   {"seq_lengths": LENGTHS}, (B, T, I)),
+    "reverse": ({"reverse": True}, {}, (B, T, I)),
+    "time_major_unroll": ({"time_major": True, "unroll": 2}, {}, (T, B, I)),
+    "batch_axes": ({}, {}, (2, 3, T, I)),
+}
+
+
+@pytest.mark.parametrize("case", list(RNN_CASES))
+def test_drop_in_rnn_matches_flax(case):
+  attrs, kwargs, shape = RNN_CASES[case]
+  xs = _xs(shape=shape)
+  flax_rnn = nn.RNN(nn.OptimizedLSTMCell(H, carry_init=NORMAL), return_carry=True, **attrs)
+  ours_rnn = nn.RNN(lnn.LSTMCell(H, carry_init=NORMAL), return_carry=True, **attrs)
+  flax_vars = _flax_params(flax_rnn, xs)
+  ours_vars = lnn.to_variables(interop.from_flax_lstm(flax_vars), "rnn")
+  if case != "plain":  # a carry made by Flax's cell (random), accepted by ours
+    step_shape = shape[1:] if attrs.get("time_major") else shape[:-2] + shape[-1:]
+    kwargs = dict(kwargs, initial_carry=nn.OptimizedLSTMCell(H, carry_init=NORMAL)
+                  .initialize_carry(jax.random.key(5), step_shape))
+  want_carry, want_ys = flax_rnn.apply(flax_vars, xs, **kwargs)
+  carry, ys = ours_rnn.apply(ours_vars, xs, **kwargs)
+  _assert_same(ys, want_ys)
+  _assert_same(carry, want_carry)  # (c, h), a tuple like Flax's
+  c, h = carry
+  batch = shape[1:-1] if attrs.get("time_major") else shape[:-2]
+  assert c.shape == h.shape == batch + (H,)
+  np.testing.assert_array_equal(np.asarray(carry), np.stack([c, h]))  # [2, *batch, H]
+
+
+def test_drop_in_default_carry_matches_flax_init_key():
+  """Without initial_carry nn.RNN draws the carry with init_key: our
+  initialize_carry uses the keys as Flax's cell does, so a random carry_init
+  gives the same initial carry and the same run."""
+  xs = _xs()
+  flax_rnn = nn.RNN(nn.OptimizedLSTMCell(H, carry_init=NORMAL), return_carry=True)
+  ours_rnn = nn.RNN(lnn.LSTMCell(H, carry_init=NORMAL), return_carry=True)
+  flax_vars = _flax_params(flax_rnn, xs)
+  ours_vars = lnn.to_variables(interop.from_flax_lstm(flax_vars), "rnn")
+  key = jax.random.key(3)
+  for pd in (jnp.float32, jnp.bfloat16):
+    want = nn.OptimizedLSTMCell(H, carry_init=NORMAL, param_dtype=pd).initialize_carry(
+        key, (2, 3, I))
+    got = lnn.LSTMCell(H, carry_init=NORMAL, param_dtype=pd).initialize_carry(key, (2, 3, I))
+    _assert_same(got, want, rtol=0, atol=0)  # dtype param_dtype, as in Flax
+    assert float(jnp.abs(got[0].astype(jnp.float32)).sum()) > 0  # really random
+  want_carry, want_ys = flax_rnn.apply(flax_vars, xs, init_key=key)
+  carry, ys = ours_rnn.apply(ours_vars, xs, init_key=key)
+  _assert_same(ys, want_ys)
+  _assert_same(carry, want_carry)
+
+
+def test_drop_in_bidirectional_matches_flax():
+  xs = _xs()
+  flax_bi = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(H)), nn.RNN(nn.OptimizedLSTMCell(H)),
+                             return_carry=True)
+  ours_bi = nn.Bidirectional(nn.RNN(lnn.LSTMCell(H)), nn.RNN(lnn.LSTMCell(H)),
+                             return_carry=True)
+  flax_vars = _flax_params(flax_bi, xs)
+  fp = flax_vars["params"]
+  ours_vars = lnn.to_variables({"fwd": interop.from_flax_lstm(fp["forward_rnn"]),
+                                "bwd": interop.from_flax_lstm(fp["backward_rnn"])},
+                               "bidirectional")
+  cell = nn.OptimizedLSTMCell(H, carry_init=NORMAL)
+  carry0 = (cell.initialize_carry(jax.random.key(1), (B, I)),
+            cell.initialize_carry(jax.random.key(2), (B, I)))
+  want_carry, want_ys = flax_bi.apply(flax_vars, xs, seq_lengths=LENGTHS,
+                                      initial_carry=carry0)
+  carry, ys = ours_bi.apply(ours_vars, xs, seq_lengths=LENGTHS, initial_carry=carry0)
+  _assert_same(ys, want_ys)  # every step, padded ones too: the same flax machinery
+  _assert_same(carry, want_carry)  # ((c, h), (c, h))
+
+
+def test_drop_in_nn_scan_and_lax_scan_match_flax():
+  xs = _xs()
+  x_tm = jnp.swapaxes(xs, 0, 1)  # [T, B, I] for lax.scan
+  carry0 = nn.LSTMCell(H, carry_init=NORMAL).initialize_carry(jax.random.key(4), (B, I))
+
+  def scanned(cls):
+    return nn.scan(cls, variable_broadcast="params", split_rngs={"params": False},
+                   in_axes=1, out_axes=1)(H)
+
+  flax_vars = _flax_params(nn.OptimizedLSTMCell(H), carry0, xs[:, 0])
+  ours_vars = lnn.to_variables(interop.from_flax_lstm(flax_vars))
+  want_carry, want_ys = scanned(nn.OptimizedLSTMCell).apply(flax_vars, carry0, xs)
+  carry, ys = scanned(lnn.LSTMCell).apply(ours_vars, carry0, xs)
+  _assert_same(ys, want_ys)
+  _assert_same(carry, want_carry)
+
+  # jax.lax.scan over the bare cell; the reference here is flax.linen.LSTMCell
+  # (separate dense layers, the same params tree).
+  def run(cell, variables):
+    return jax.lax.scan(lambda c, x: cell.apply(variables, c, x), carry0, x_tm)
+
+  want_carry, want_ys = run(nn.LSTMCell(H), flax_vars)
+  carry, ys = run(lnn.LSTMCell(H), ours_vars)
+  _assert_same(ys, want_ys)
+  _assert_same(carry, want_carry)
+
+
+def test_drop_in_gate_and_activation_functions():
+  x = _xs(shape=(B, I))
+  carry0 = nn.LSTMCell(H, carry_init=NORMAL).initialize_carry(jax.random.key(4), (B, I))
+  flax_vars = _flax_params(nn.OptimizedLSTMCell(H), carry0, x)
+  ours_vars = lnn.to_variables(interop.from_flax_lstm(flax_vars))
+  # Flax's defaults spelled out, and identity (Greff's NIAF + NOAF together).
+  for gate_fn, act in ((nn.sigmoid, nn.tanh), (jax.nn.sigmoid, jax.nn.identity)):
+    want = nn.OptimizedLSTMCell(H, gate_fn=gate_fn, activation_fn=act).apply(
+        flax_vars, carry0, x)
+    ours = lnn.LSTMCell(H, gate_fn=gate_fn, activation_fn=act)
+    _assert_same(ours.apply(ours_vars, carry0, x), want)
+  variant = lnn.LSTMCell(H, activation_fn=jax.nn.identity).core.variant
+  assert (variant.input_activation, variant.output_activation) == ("identity", "identity")
+  assert lnn.LSTMCell(H, cell="niaf").core.variant.input_activation == "identity"
+
+  with pytest.raises(ValueError, match=r"^gate_fn=hard_sigmoid is not allowed; allowed: "
+                                       r"jax.nn.sigmoid"):
+    lnn.LSTMCell(H, gate_fn=jax.nn.hard_sigmoid)
+  with pytest.raises(ValueError, match=r"^activation_fn=relu is not allowed; allowed: jnp.tanh"):
+    lnn.LSTMCell(H, activation_fn=jax.nn.relu)
+  with pytest.raises(ValueError, match=r"^activation_fn=identity is not allowed; cell='niaf' "
+                                       r"sets input_activation='identity' and "
+                                       r"output_activation='tanh'"):
+    lnn.LSTMCell(H, cell="niaf", activation_fn=jax.nn.identity)
+  with pytest.raises(ValueError, match=r"^activation_fn=identity is not allowed; cell='gru' "
+                                       r"has a fixed tanh"):
+    lnn.RecurrentCell(H, cell="gru", activation_fn=jax.nn.identity)
+  with pytest.raises(ValueError, match=r"^recurrent_kernel_init=.* is not allowed; it is Flax's "
+                                       r"name for recurrent_init='uniform'"):
+    lnn.LSTMCell(H, recurrent_init="uniform", recurrent_kernel_init=nn.initializers.zeros_init())
+
+
+def _recording(log: list, tag: str, scale: float):
+  """A deterministic initialiser that logs (tag, shape) at each call that
+  draws values (not at shape-only traces, where the key is a tracer)."""
+  def init(key, shape, dtype=jnp.float32):
+    if not isinstance(key, jax.core.Tracer):
+      log.append((tag, tuple(shape)))
+    return scale * jnp.arange(np.prod(shape), dtype=dtype).reshape(shape) / np.prod(shape)
+  return init
+
+
+def test_drop_in_flax_initialisers_are_applied_as_flax_applies_them():
+  """Each Flax initialiser is called with the shapes Flax calls it with (one
+  gate at a time) and fills the same entries."""
+  x = _xs(shape=(B, I))
+  carry0 = nn.LSTMCell(H).initialize_carry(jax.random.key(0), (B, I))
+  logs = {"flax": [], "ours": []}
+  params = {}
+  for side, cls in (("flax", nn.OptimizedLSTMCell), ("ours", lnn.LSTMCell)):
+    log = logs[side]
+    cell = cls(H, kernel_init=_recording(log, "kernel", 0.5),
+               recurrent_kernel_init=_recording(log, "recurrent", -0.3),
+               bias_init=_recording(log, "bias", 0.2))
+    params[side] = cell.init(jax.random.key(0), carry0, x)
+  assert sorted(logs["ours"]) == sorted(logs["flax"])
+  assert sorted(logs["flax"]) == sorted([("kernel", (I, H))] * 4 + [("recurrent", (H, H))] * 4
+                                        + [("bias", (H,))] * 4)
+  _assert_tree_close(lnn.to_core_params(params["ours"]),
+                     interop.from_flax_lstm(params["flax"]), atol=0)
+
+
+def test_drop_in_bias_default_and_flax_init_one_argument_away():
+  x = _xs(shape=(B, I))
+  carry0 = nn.LSTMCell(H).initialize_carry(jax.random.key(0), (B, I))
+  params_of = lambda cell: lnn.to_core_params(cell.init(jax.random.key(0), carry0, x))
+  flax_b = interop.from_flax_lstm(nn.OptimizedLSTMCell(H).init(jax.random.key(0), carry0, x))["b"]
+  np.testing.assert_array_equal(flax_b, 0.0)  # Flax: every bias zero
+  b_i, b_f, b_g, b_o = np.asarray(params_of(lnn.LSTMCell(H))["b"]).reshape(4, H)
+  np.testing.assert_array_equal(b_f, 1.0)  # ours by default: forget-gate bias 1
+  np.testing.assert_array_equal(np.stack([b_i, b_g, b_o]), 0.0)
+  for cell in (lnn.LSTMCell(H, bias_init=nn.initializers.zeros_init()),
+               lnn.LSTMCell(H, forget_bias=0.0)):
+    np.testing.assert_array_equal(params_of(cell)["b"], flax_b)
+
+
+def test_drop_in_default_kernels_are_distributed_as_flax_kernels():
+  """Same initialisers per gate block as Flax: each [H, H] block of w_h is
+  orthogonal like Flax's h* kernels; w_x has Flax's truncated-normal scale."""
+  i, h = 128, 32  # enough entries (16k) for the sample scale
+  x = jnp.zeros((1, i))
+  carry0 = nn.LSTMCell(h).initialize_carry(jax.random.key(0), (1, i))
+  ours = lnn.to_core_params(lnn.LSTMCell(h).init(jax.random.key(0), carry0, x))
+  flax = interop.from_flax_lstm(nn.OptimizedLSTMCell(h).init(jax.random.key(1), carry0, x))
+  for params in (ours, flax):
+    for block in np.split(np.asarray(params["w_h"]), 4, axis=1):
+      np.testing.assert_allclose(block.T @ block, np.eye(h), atol=1e-5)
+  std_ours, std_flax = float(np.std(ours["w_x"])), float(np.std(flax["w_x"]))
+  assert abs(std_ours / std_flax - 1) < 0.05
+  assert abs(std_ours * np.sqrt(i) - 1) < 0.05  # lecun_normal: variance 1 / fan_in
+  bound = 2 / 0.87962566103423978 / np.sqrt(i)  # truncated at two (corrected) stddevs
+  assert float(np.abs(ours["w_x"]).max()) <= bound + 1e-6
+
+
+def test_drop_in_dtypes_follow_flax():
+  xs = _xs()
+  # Computation in bfloat16, params (and so the carry) in float32.
+  flax_rnn = nn.RNN(nn.OptimizedLSTMCell(H, dtype=jnp.bfloat16), return_carry=True)
+  ours_rnn = nn.RNN(lnn.LSTMCell(H, dtype=jnp.bfloat16), return_carry=True)
+  flax_vars = _flax_params(flax_rnn, xs)
+  ours_vars = lnn.to_variables(interop.from_flax_lstm(flax_vars), "rnn")
+  want_carry, want_ys = flax_rnn.apply(flax_vars, xs)
+  carry, ys = ours_rnn.apply(ours_vars, xs)
+  assert ys.dtype == want_ys.dtype == jnp.float32
+  _assert_same(ys, want_ys, rtol=0, atol=2e-2)  # bfloat16 rounding, sums in another order
+  _assert_same(carry, want_carry, rtol=0, atol=2e-2)
+  # param_dtype: params drawn in it, carry in it (Flax's rule).
+  cell = lnn.LSTMCell(H, param_dtype=jnp.bfloat16)
+  variables = nn.RNN(cell).init(jax.random.key(0), xs.astype(jnp.bfloat16))
+  assert {v.dtype for v in jax.tree_util.tree_leaves(variables)} == {jnp.dtype(jnp.bfloat16)}
+  flax_carry = nn.OptimizedLSTMCell(H, param_dtype=jnp.bfloat16).initialize_carry(
+      jax.random.key(0), (B, I))
+  _assert_same(cell.initialize_carry(jax.random.key(0), (B, I)), flax_carry, rtol=0, atol=0)
+
+
+def test_core_options_pass_every_init_option():
+  init = nn.initializers.normal(0.2)
+  core = L.make_cell("peephole", H, kernel_init=init, recurrent_init="uniform",
+                     bias_init=nn.initializers.zeros_init(), init_scale=0.3, use_bias=True)
+  options = lnn.core_options(core)
+  assert set(L.cells.INIT_OPTIONS) <= set(options)
+  assert {k: options[k] for k in L.cells.INIT_OPTIONS} == core.init_options()
+  cell = lnn.LSTMCell.from_core(core)
+  assert cell.core == core and hash(cell.core) == hash(core)  # still a static jit argument
+  params = lnn.to_core_params(nn.RNN(cell).init(jax.random.key(0), _xs()))
+  np.testing.assert_array_equal(params["b"], 0.0)
+  assert lnn.LSTMCell(H, recurrent_kernel_init=init).core.recurrent_init is init
+
+
+def test_callable_bias_init_for_gru_and_elman():
+  const = nn.initializers.constant(0.25)
+  for name in ("gru", "elman"):
+    cell = lnn.RecurrentCell(H, cell=name, bias_init=const, kernel_init=const)
+    params = lnn.to_core_params(nn.RNN(cell).init(jax.random.key(0), _xs()))
+    assert {"b", "w_x"} <= set(params) and ("b_hn" in params) == (name == "gru")
+    for k in ("b", "b_hn", "w_x"):
+      if k in params:
+        np.testing.assert_array_equal(params[k], 0.25)
