@@ -9,6 +9,7 @@ import contextlib
 import re
 
 import flax.linen as nn
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -244,11 +245,8 @@ def _flax_and_ours(seed: int = 0, **kwargs) -> tuple[nnx.Module, lnnx.LSTMCell]:
 
 def _assert_same(got, want, **tol) -> None:
   """Same pytree structure (tuples stay tuples), shapes and dtypes; values close."""
-  assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
-  for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-    assert g.shape == w.shape and g.dtype == w.dtype
-    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32),
-                               **(tol or TOL))
+  chex.assert_trees_all_equal_shapes_and_dtypes(got, want)
+  chex.assert_trees_all_close(got, want, **(tol or TOL))
 
 
 # (nnx.RNN options, call arguments, input shape): every option of nnx.RNN.
