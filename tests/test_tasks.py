@@ -1,7 +1,7 @@
 """Tasks: registry and argument errors, batch layout and padding, generator
 statistics against the task definitions (TASKS.md / H&S 1997), losses,
-per-sequence rules on perfect and wrong outputs, and stopping rules fed with
-synthetic streams."""
+per-sequence rules on perfect and wrong outputs and at their thresholds, and
+stopping rules fed with synthetic streams."""
 
 from __future__ import annotations
 
@@ -532,6 +532,135 @@ def test_delayed_recall_layout():
   blank = make_task("delayed_recall", lag=3, n_distractors=0)
   inputs = np.asarray(blank.sample(KEY, 4).inputs)
   assert inputs.shape == (4, 5, 5) and not inputs[:, 1:4].any() and (inputs[:, 4, -1] == 1).all()
+
+
+# ----------------------------------------------------------------------------
+# Per-sequence thresholds of the 1997 rules, just below, at and just above.
+#
+# The paper's wording decides the equality case: "below t" (Exp 2, 3, 4, 6)
+# makes an error of exactly t wrong, "exceeding t" is wrong (Exp 5) makes it
+# correct. The rules compare float32 errors with float32(t), so each case is
+# built from float32 values: the error every row carries is computed here in
+# NumPy float32 (IEEE subtraction, as XLA does it), and the "at" rows carry
+# exactly float32(t).
+
+# name, parameters, threshold, whether an error equal to it is correct
+THRESHOLDS = [
+    ("hs2a", dict(lag=2), 0.25, False),
+    ("hs2b", dict(lag=2), 0.25, False),
+    ("hs2c", dict(lag=1, p=1), 0.2, False),
+    ("hs3a", dict(lag=2, n=1), 0.2, False),
+    ("hs3b", dict(lag=2, n=1), 0.2, False),
+    ("hs3c", dict(lag=2, n=1), 0.1, False),
+    ("hs4_adding", dict(lag=2), 0.04, False),
+    ("hs5_multiplication", dict(lag=2), 0.04, True),
+    ("hs6a", {}, 0.3, False),
+    ("hs6b", {}, 0.3, False),
+    ("temporal_order", dict(lag=4), 0.3, False),
+    ("adding", dict(lag=2), 0.04, False),     # this project's use of the Exp 4 tolerance
+]
+
+
+def _probes(threshold: float) -> np.ndarray:
+  """float32 errors around ``threshold``: 1e-4 below, the float32 neighbours
+  below, float32(threshold) itself, the neighbour above, 1e-4 above."""
+  at = np.float32(threshold)
+  return np.array([threshold - 1e-4, np.nextafter(at, np.float32(0)), at,
+                   np.nextafter(at, np.float32(1)), threshold + 1e-4], np.float32)
+
+
+def _boundary_rows(task, errors: np.ndarray):
+  """A hand-made batch with two rows per error in ``errors`` and predictions
+  whose per-sequence error is exactly that float32 value (or its float32
+  rounding, returned).
+
+  Returns ``(batch, predictions, carried)``: ``carried`` is the float32 error
+  each row's predictions carry at its scored step (computed here).
+  """
+  n, t, o = 2 * len(errors), task.max_length, task.output_size
+  every_step = task.name in ("hs2a", "hs2b")              # 2a/2b: lengths = p, all scored
+  lengths = np.full(n, t, np.int32) if every_step or t == 1 else \
+      (t - np.arange(n) % 2).astype(np.int32)              # alternate T and T - 1
+  rows = np.arange(n)
+  scored = lengths - 1
+  if task.name == "hs2a":                                  # 2a's error is over all steps
+    scored = np.where(rows % 2 == 0, 0, lengths - 1)
+  mask = (np.arange(t)[None] == (lengths - 1)[:, None]).astype(np.float32)
+  if every_step:
+    mask = np.ones((n, t), np.float32)
+  inputs = np.zeros((n, t, task.input_size), np.float32)
+  e = np.repeat(errors, 2)
+  if task.loss_type == "softmax_xent":
+    cls = (rows % o).astype(np.int32)
+    targets = np.broadcast_to(cls[:, None], (n, t)).copy()
+    predictions = np.eye(o, dtype=np.float32)[targets]
+    # Even rows: a wrong unit at e (error e exactly); odd rows: the target unit
+    # at 1 - e (error |(1 - e) - 1| in float32).
+    other = (cls + 1) % o
+    predictions[rows[0::2], scored[0::2], other[0::2]] = e[0::2]
+    predictions[rows[1::2], scored[1::2], cls[1::2]] = np.float32(1) - e[1::2]
+    carried = np.abs(predictions[rows, scored] - np.eye(o, dtype=np.float32)[cls]).max(-1)
+  else:
+    # End target 0 (for 3a/3b class 2), so outputs of +-e carry e exactly; 3c
+    # judges against the noise-free 0.2 of class 1, reached as 0.2 - e.
+    target = np.float32(0.2 if task.name == "hs3c" else 0.0)
+    if task.name.startswith("hs3"):
+      inputs[:, :task.n, 0] = 1.0 if task.name == "hs3c" else -1.0
+    targets = np.zeros((n, t, 1), np.float32)
+    targets[rows, lengths - 1, 0] = target
+    predictions = np.zeros((n, t, 1), np.float32)
+    sign = np.where(rows % 2 == 0, np.float32(-1), np.float32(1))
+    predictions[rows, lengths - 1, 0] = target + sign * e
+    carried = np.abs(predictions[rows, lengths - 1, 0] - target)
+  valid = np.arange(t)[None] < lengths[:, None]
+  targets = np.where(valid if targets.ndim == 2 else valid[..., None], targets, 0)
+  return Batch(inputs, targets, mask, lengths), predictions, carried.astype(np.float32)
+
+
+@pytest.mark.parametrize("name, params, threshold, inclusive", THRESHOLDS,
+                         ids=[row[0] for row in THRESHOLDS])
+def test_per_sequence_threshold_boundaries(name, params, threshold, inclusive):
+  task = make_task(name, **params)
+  batch, predictions, carried = _boundary_rows(task, _probes(threshold))
+  at = np.float32(threshold)
+  assert (carried == at).any()                    # the equality case is really hit
+  want = carried <= at if inclusive else carried < at
+  assert want.any() and not want.all()
+  if task.loss_type == "mse":                     # outputs are the predictions
+    per_seq = jax.device_get(task.per_sequence(predictions, batch))
+  else:                                           # exact probabilities: the rule itself
+    logits = np.log(np.maximum(predictions, 1e-30))
+    per_seq = jax.device_get(task._judge(jnp.asarray(logits), jnp.asarray(predictions),
+                                         jax.tree_util.tree_map(jnp.asarray, batch)))
+  np.testing.assert_array_equal(np.asarray(per_seq["error"], np.float32), carried)
+  np.testing.assert_array_equal(np.asarray(per_seq["correct"], bool), want,
+                                err_msg=f"{name}: errors {carried.tolist()}")
+
+
+SOFTMAX_THRESHOLDS = [row[:3] for row in THRESHOLDS
+                      if tasks.TASKS[row[0]].loss_type == "softmax_xent"]
+
+
+@pytest.mark.parametrize("name, params, threshold", SOFTMAX_THRESHOLDS,
+                         ids=[row[0] for row in SOFTMAX_THRESHOLDS])
+def test_softmax_threshold_through_logits(name, params, threshold):
+  """The public path: logits log(p) whose softmax p puts the error 1e-4 below
+  or above the threshold (softmax rounding is ~1e-7)."""
+  task = make_task(name, **params)
+  o = task.output_size
+  errors = np.array([threshold - 1e-4, threshold + 1e-4] * 2)
+  batch, _, _ = _boundary_rows(task, np.zeros(2, np.float32))
+  rows = np.arange(len(errors))
+  scored = np.where((rows % 2 == 0) & (name == "hs2a"), 0, batch.lengths - 1)
+  cls = batch.targets[rows, scored]
+  p = np.eye(o)[batch.targets] * (1 - 1e-12) + 1e-12 / o     # near one-hot everywhere
+  p[rows, scored] = 0.0
+  p[rows, scored, cls] = 1.0 - errors
+  p[rows, scored, (cls + 1) % o] = errors
+  p[rows, scored] += 1e-12
+  per_seq = jax.device_get(task.per_sequence(np.log(p).astype(np.float32), batch))
+  np.testing.assert_allclose(per_seq["error"], errors, atol=2e-6)
+  np.testing.assert_array_equal(per_seq["correct"], errors < threshold)
 
 
 # ----------------------------------------------------------------------------

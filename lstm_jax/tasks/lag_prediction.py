@@ -40,7 +40,8 @@ class NoiseFreeLongLag(Task):
   must be held for ``p`` steps.
 
   Per-sequence: ``error`` -- max absolute output error over all steps and
-  outputs; ``correct`` -- ``error < 0.25``.
+  outputs; ``correct`` -- ``error < 0.25`` (the paper asks for errors below
+  0.25, read strictly: an error of exactly 0.25 is wrong).
   Criterion: 10,000 successive training sequences correct. [LSTM: 5,040.]
   ``baseline``: the loss of a predictor that cannot recall the first symbol
   (ln 2 at the last step, averaged over the ``p`` steps).
@@ -109,7 +110,8 @@ class NoisyLongLag(NoiseFreeLongLag):
   prediction is deterministic.
 
   ``lag`` is ``p`` (default 100; >= 2). Per-sequence: ``error`` -- max absolute
-  output error at the final element; ``correct`` -- ``error < 0.25``.
+  output error at the final element; ``correct`` -- ``error < 0.25`` (below
+  0.25, strictly, as in 2a).
   Criterion: 10,000 successive training sequences correct. [LSTM: 5,680.]
   Loss: every step (the random middle predictions carry irreducible loss).
   """
@@ -156,7 +158,8 @@ class DistractorLongLag(Task):
   ``q`` (the paper's ``q = p`` rows).
 
   Per-sequence: ``error`` -- max absolute error of the two outputs at the end;
-  ``correct`` -- ``error < 0.2``.
+  ``correct`` -- ``error < 0.2`` (both errors below 0.2, read strictly: an
+  error of exactly 0.2 is wrong).
   Criterion: 10,000 successive training sequences correct.
   [q = p = 50, 100, 200, 500, 1000: 30k, 31k, 33k, 38k, 49k sequences.]
   """

@@ -16,7 +16,8 @@ Positions are 1-based as in the paper (``E`` is at position 1, array index
 The 1997 net had sigmoid outputs trained on squared error; here the outputs
 are a softmax trained with cross-entropy (``"softmax_xent"``). Per-sequence
 ``error`` is the maximum absolute error of the softmax outputs at the end;
-``correct`` -- ``error < 0.3`` (every output's absolute error below 0.3).
+``correct`` -- ``error < 0.3`` (every output's absolute error below 0.3, read
+strictly: an error of exactly 0.3 is wrong).
 Stopping rule: mean training error (mean of ``error`` over the 2,000 most
 recent training sequences; the paper does not name the window) < 0.1 and
 those 2,000 all correct.

@@ -40,7 +40,8 @@ class TwoSequence(Task):
   (default 3; ``1 <= N < T``), the number of informative elements.
 
   Per-sequence: ``error`` -- absolute error at the end; ``correct`` -- ``error
-  < 0.2``. Criterion (on 256 test sequences, ``stop``): ST1 none wrong; ST2
+  < 0.2`` (below 0.2, read strictly: an error of exactly 0.2 is a
+  misclassified sequence). Criterion (on 256 test sequences, ``stop``): ST1 none wrong; ST2
   ST1 and mean absolute test error < 0.01 (default).
   [T=100, N=3: 39,850 sequences; T=1000, N=3: 452,460.]
   """
@@ -149,8 +150,9 @@ class TwoSequenceNoisyTargets(TwoSequence):
   """Exp 3c: targets 0.2 (class 1) / 0.8 (class 2) plus Gaussian target noise
   (mean 0, variance 0.1); inputs as in 3a.
 
-  A sequence is correct if the output is within 0.1 of the *noise-free*
-  target (``error`` is that absolute difference). Criterion (default ST2, the
+  A sequence is correct if the output's absolute difference from the
+  *noise-free* target (``error``) is below 0.1 (``error < 0.1``; exactly 0.1
+  is wrong). Criterion (default ST2, the
   paper's rule): none of 256 test sequences wrong and mean absolute difference
   to the noise-free target < 0.015; ``stop="ST1"`` drops the mean condition
   (not in the paper). ``lag`` is ``T`` (default 100), ``n`` is ``N`` (default
