@@ -3,7 +3,9 @@
 Expected values are written out from the sources: Gers et al. 2000 / Jozefowicz
 et al. 2015 (forget bias), Tallec & Ollivier 2018 eq. 16 (chrono), Hochreiter &
 Schmidhuber 1997 (staircase of negative input/output biases, small uniform
-weights), Saxe et al. 2014 (orthogonal recurrent kernels).
+weights), Saxe et al. 2014 (orthogonal recurrent kernels), LeCun et al. 1998,
+Glorot & Bengio 2010 and He et al. 2015 (kernel variances 1/fan_in,
+2/(fan_in + fan_out), 2/fan_in).
 """
 
 import math
@@ -94,6 +96,47 @@ def test_chrono_bias_via_cell():
   np.testing.assert_array_equal(b_i, -b_f)
   np.testing.assert_array_equal(block(b, 2), 0.0)
   np.testing.assert_array_equal(block(b, 3), 0.0)
+
+
+def _ks_uniform(samples, lo, hi):
+  """Kolmogorov-Smirnov statistic of ``samples`` against U[lo, hi]."""
+  x = np.sort(np.asarray(samples, np.float64))
+  cdf = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+  n = len(x)
+  return max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+
+
+@pytest.mark.parametrize("t_max", [3.0, 10.0, 784.0])
+def test_chrono_forget_bias_is_log_of_a_uniform(t_max):
+  """Tallec & Ollivier 2018 eq. 16: exp(b_f) ~ U[1, T_max - 1]. A KS test over
+  4,096 units at the 0.1% level (critical value 1.95 / sqrt(n) = 0.030); a
+  forget bias uniform on [0, log(T_max - 1)] instead gives D >= 0.09 here."""
+  n = 4096
+  b = np.asarray(initializers.lstm_bias("chrono", jax.random.key(5), n, t_max=t_max),
+                 np.float64)
+  b_i, b_f = block(b, 0, n), block(b, 1, n)
+  assert _ks_uniform(np.exp(b_f), 1.0, t_max - 1.0) < 1.95 / math.sqrt(n)
+  np.testing.assert_array_equal(b_i, -b_f)
+  np.testing.assert_array_equal(b[2 * n:], 0.0)
+
+
+@pytest.mark.parametrize("task, params, max_length", [("copy", dict(lag=5), 25),
+                                                      ("hs2c", dict(lag=5, p=3), 96)])
+def test_config_chrono_t_max_default_is_three_halves_of_max_length(task, params, max_length):
+  """config.build: model.chrono_t_max = 0 means T_max = 1.5 * the task's
+  longest sequence (copy: lag + 20 steps; hs2c: q + 3 + 88); a set value is
+  kept."""
+  from lstm_jax import config as config_lib
+  from lstm_jax.tasks import make_task
+  assert make_task(task, **params).max_length == max_length
+  c = config_lib.default_config()
+  c.task, c.lag = task, params["lag"]
+  c.task_params.update({k: v for k, v in params.items() if k != "lag"})
+  c.model.bias_init = "chrono"
+  assert c.model.chrono_t_max == 0.0
+  assert config_lib.build(c).model.cell.chrono_t_max == 1.5 * max_length
+  c.model.chrono_t_max = 50.0
+  assert config_lib.build(c).model.cell.chrono_t_max == 50.0
 
 
 @pytest.mark.parametrize("t_max", [None, 2.0, 1.0])
@@ -228,14 +271,83 @@ def test_lecun_normal_scale_is_per_gate_block(num_gates):
   np.testing.assert_allclose(np.std(w), 1.0 / math.sqrt(fan_in), rtol=0.05)
 
 
+# Each name's defining property, on gate blocks [fan_in, H] = [192, 64] of a
+# 4-gate kernel (12,288 entries a block: the sample variance is within ~1% of
+# its expectation, so 5% separates 1/fan_in = 0.0052, 2/(fan_in + H) = 0.0078,
+# 2/fan_in = 0.0104 and scale^2/3 = 0.03 for init_scale 0.3):
+# (variance, shape, orthogonal): shape "uniform" when the largest |w| is the
+# bound sqrt(3 var) of a uniform with that variance, "normal" when it lies
+# beyond it (the normal initialisers of jax.nn.initializers are truncated at
+# two standard deviations of the untruncated normal, 1.31 times that bound).
+FAN_IN, WIDTH, SCALE = 192, 64, 0.3
+LECUN, GLOROT, HE = 1 / FAN_IN, 2 / (FAN_IN + WIDTH), 2 / FAN_IN
+KERNEL_SIGNATURES = {
+    "lecun_normal": (LECUN, "normal", False),
+    "lecun_uniform": (LECUN, "uniform", False),
+    "glorot_normal": (GLOROT, "normal", False),
+    "glorot_uniform": (GLOROT, "uniform", False),
+    "he_normal": (HE, "normal", False),
+    "orthogonal": (LECUN, "normal", True),        # unit columns: mean square 1/fan_in
+    "uniform": (SCALE ** 2 / 3, "uniform", False),
+    "zeros": (0.0, None, False),
+}
+
+
+def _signature(w, candidates=(0.0, LECUN, GLOROT, HE, SCALE ** 2 / 3)):
+  """(variance among ``candidates`` within 5%, shape, Q^T Q = I) of a block."""
+  w = np.asarray(w, np.float64)
+  var = float(np.mean(w ** 2))
+  matches = [v for v in candidates if abs(var - v) <= 0.05 * v or var == v == 0.0]
+  if var == 0.0:
+    shape = None
+  else:
+    ratio = np.max(np.abs(w)) / math.sqrt(3 * var)
+    shape = "uniform" if 0.98 <= ratio <= 1.02 else "normal" if ratio > 1.2 else "?"
+  orthogonal = bool(np.allclose(w.T @ w, np.eye(w.shape[1]), atol=1e-5))
+  return (matches[0] if len(matches) == 1 else matches), shape, orthogonal
+
+
+def test_kernel_signatures_are_distinct():
+  assert len(set(KERNEL_SIGNATURES.values())) == len(KERNEL_SIGNATURES)
+  assert set(KERNEL_SIGNATURES) == set(initializers.KERNEL_INITS)
+
+
+@pytest.mark.parametrize("name", initializers.KERNEL_INITS)
+def test_every_kernel_init_name_selects_its_initialiser(name):
+  w = np.asarray(initializers.gate_kernel(name, jax.random.key(1), FAN_IN, WIDTH, 4,
+                                          scale=SCALE), np.float64)
+  for k in range(4):
+    assert _signature(block(w, k, WIDTH)) == KERNEL_SIGNATURES[name], f"{name} block {k}"
+  var = KERNEL_SIGNATURES[name][0]
+  if KERNEL_SIGNATURES[name][1] == "uniform":     # inside the exact bound
+    assert np.max(np.abs(w)) <= math.sqrt(3 * var) * (1 + 1e-6)
+  if name == "uniform":
+    assert np.max(np.abs(w)) <= SCALE and np.max(w) > 0.99 * SCALE and np.min(w) < -0.99 * SCALE
+
+
+def test_cell_kernel_init_names_reach_their_initialisers():
+  """Cell.init passes kernel_init to w_x and recurrent_init to w_h."""
+  cell = make_cell("vanilla", WIDTH, kernel_init="glorot_uniform", recurrent_init="he_normal")
+  params = cell.init(jax.random.key(2), FAN_IN)
+  for k in range(4):
+    assert _signature(block(params["w_x"], k, WIDTH)) == KERNEL_SIGNATURES["glorot_uniform"]
+    w_h = np.asarray(block(params["w_h"], k, WIDTH), np.float64)   # [64, 64]: 4,096 entries
+    assert np.mean(w_h ** 2) == pytest.approx(2 / WIDTH, rel=0.1)   # he: 2/fan_in, not 1/fan_in
+    assert np.max(np.abs(w_h)) > 1.2 * math.sqrt(3 * 2 / WIDTH)    # normal, not uniform
+
+
 @pytest.mark.parametrize("name", initializers.KERNEL_INITS)
 def test_every_kernel_init_shape_and_dtype(name):
   for dtype in (jnp.float32, jnp.bfloat16):
     w = initializers.gate_kernel(name, jax.random.key(0), 6, 5, 3, dtype=dtype)
     assert w.shape == (6, 15) and w.dtype == dtype
-    assert np.all(np.isfinite(np.asarray(w, np.float32)))
     if name != "zeros":
       assert np.any(np.asarray(w, np.float32) != 0)
+  # Drawn in float32 and cast: the bfloat16 kernel is the float32 one, rounded.
+  w32 = initializers.gate_kernel(name, jax.random.key(0), 6, 5, 3)
+  w16 = initializers.gate_kernel(name, jax.random.key(0), 6, 5, 3, dtype=jnp.bfloat16)
+  np.testing.assert_array_equal(np.asarray(w16, np.float32),
+                                np.asarray(w32.astype(jnp.bfloat16), np.float32))
 
 
 @pytest.mark.parametrize("name", list(BLOCKS))
