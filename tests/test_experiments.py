@@ -51,6 +51,8 @@ def test_every_config_file_builds_its_task_and_model():
 @pytest.mark.parametrize("field,value,pattern", [
     ("model.cell", "lsmt", r"config.model.cell='lsmt' .*vanilla"),
     ("lag", 0, r"config.lag=0 .*integer >= 1"),
+    ("lag", 100_000_000_000, r"lag=100000000000 is not allowed.*<= 2147483647"),
+    ("lag", 2_147_483_646, r"lag=2147483646 makes sequences of 2,147,483,648 steps"),
     ("batch_size", -3, r"config.batch_size=-3"),
     ("optimizer.name", "adamm", r"optimizer.name='adamm' .*adam"),
     ("task", "copyy", r"config.task='copyy' .*copy"),

@@ -191,6 +191,10 @@ class Task:
     self._set("lag", checks.integer(f"{self.name}: lag", self.lag, self.min_lag,
                                     meaning=self.lag_meaning))
     self._validate()
+    if self.max_length > checks.INT32_MAX:
+      raise ValueError(f"{self.name}: lag={self.lag} makes sequences of {self.max_length:,} "
+                       f"steps, more than a compiled program can index "
+                       f"({checks.INT32_MAX:,}); use a smaller lag")
 
   # -- hooks for subclasses ---------------------------------------------------
 
