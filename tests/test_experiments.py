@@ -16,6 +16,7 @@ import pytest
 from lstm_jax import config as config_lib
 from lstm_jax.runner import train_and_evaluate
 from lstm_jax.sweep import memory_horizons, run_sweep
+from lstm_jax.tasks.criteria import Criterion
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -175,3 +176,17 @@ def test_cli_overrides_and_bad_value(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()]
     assert res.stderr.startswith(message)
+
+
+def test_criterion_tells_the_loop_when_to_evaluate_and_when_a_seed_is_solved():
+  stream = {"correct": np.ones(5, bool), "error": np.zeros(5)}
+  by_eval = Criterion("eval", window=4, eval_size=2, eval_rules=(("accuracy", ">=", 0.9),))
+  state = by_eval.new_state()
+  assert not by_eval.needs_eval(state) and not by_eval.holds(state)
+  state = by_eval.update(state, stream)
+  assert by_eval.needs_eval(state) and not by_eval.holds(state)  # no evaluation yet
+  assert by_eval.holds(state, {"count": 2.0, "accuracy": 1.0})
+  assert not by_eval.holds(state, {"count": 2.0, "accuracy": 0.5})
+  by_stream = Criterion("stream", window=4)
+  state = by_stream.update(by_stream.new_state(), stream)
+  assert not by_stream.needs_eval(state) and by_stream.holds(state)

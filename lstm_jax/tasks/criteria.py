@@ -25,9 +25,10 @@ checkpoint it. Usage::
     for step ...:
       per_seq = jax.device_get(task.per_sequence(outputs, batch))
       state = crit.update(state, per_seq)
-      if crit.train_ok(state):
+      ev = None
+      if crit.needs_eval(state):
         ev = ... per_sequence over crit.eval_size fresh sequences ...
-        if crit.solved(state, ev): break
+      if crit.holds(state, ev): break
 """
 
 from __future__ import annotations
@@ -205,6 +206,26 @@ class Criterion:
       raise ValueError(f"this rule needs an evaluation on eval_size={self.eval_size} "
                        f"held-out sequences ({self.description})")
     return self.eval_ok(evaluation)
+
+  # -- what a training loop asks ------------------------------------------------
+
+  def needs_eval(self, state: State) -> bool:
+    """Whether a held-out evaluation can decide the rule now: the rule has an
+    evaluation part and the training-stream part holds. A rule without an
+    evaluation part never needs one; :meth:`holds` decides it from the
+    stream alone."""
+    return bool(self.eval_rules) and self.train_ok(state)
+
+  def holds(self, state: State, evaluation: Mapping[str, Any] | None = None) -> bool:
+    """Whether the rule holds on what is known: the stream state and, if one
+    was run, a held-out evaluation (per-sequence metrics or their summary).
+
+    Unlike :meth:`solved`, a missing evaluation is no error: a rule with an
+    evaluation part does not hold without one.
+    """
+    if self.eval_rules and evaluation is None:
+      return False
+    return self.solved(state, evaluation)
 
 
 def state_to_json(state: State) -> dict[str, Any]:
