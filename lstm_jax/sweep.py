@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from lstm_jax import config as config_lib
+from lstm_jax import workdir as wd
 from lstm_jax.runner import train_and_evaluate
 
 COLUMNS = ("model", "lag", "seeds", "solved_fraction", "median_sequences_to_criterion",
@@ -76,7 +77,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, progress: bool 
       config_lib.validate(c)
     except config_lib.ConfigError as err:
       raise config_lib.ConfigError(f"sweep point {m['label']} lag={lag}: {err}") from None
-  os.makedirs(workdir, exist_ok=True)
+  wd.ensure_dir(workdir)
   rows = []
   for m, lag, c in points:
     path = _point_dir(workdir, m["label"], lag)

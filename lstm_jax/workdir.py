@@ -28,7 +28,33 @@ LOCK_NAME = ".lock"
 
 
 class WorkdirError(RuntimeError):
-  """The run directory cannot be used as asked (held lock, config mismatch)."""
+  """The run directory cannot be used as asked (not a writable directory, held
+  lock, config mismatch)."""
+
+
+def ensure_dir(path: str) -> None:
+  """Create directory ``path`` if needed and check that files can be written in it.
+
+  Raises:
+    WorkdirError: ``path`` is an existing file, cannot be created, or is not
+      writable (one line naming the path and the reason).
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirError(f"workdir {path} is an existing file, not a directory; "
+                       "choose another --workdir")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as err:
+    raise WorkdirError(f"workdir {path} cannot be created ({err.strerror or err}); choose "
+                       "a --workdir in a directory you can write") from None
+  probe = os.path.join(path, f".write_test.{os.getpid()}")
+  try:
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as err:
+    raise WorkdirError(f"workdir {path} is not writable ({err.strerror or err}); choose "
+                       "another --workdir") from None
 
 
 # ----------------------------------------------------------------------------
@@ -106,9 +132,10 @@ def locked(workdir: str) -> Iterator[list[str]]:
   and a note is yielded (a list of messages).
 
   Raises:
-    WorkdirError: another live process holds the lock.
+    WorkdirError: ``workdir`` is not a writable directory (:func:`ensure_dir`),
+      or another live process holds the lock.
   """
-  os.makedirs(workdir, exist_ok=True)
+  ensure_dir(workdir)
   path = os.path.join(workdir, LOCK_NAME)
   notes: list[str] = []
   me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}

@@ -266,3 +266,22 @@ def test_a_run_saved_before_a_field_existed_resumes_with_its_default(tmp_path):
   config.ensemble = "vmap"
   with pytest.raises(wd.WorkdirError, match=r"ensemble: 'auto' -> 'vmap'"):
     train_and_evaluate(config, str(tmp_path), progress=False)
+
+
+def _one_error_line(result, *parts):
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), lines
+  for part in parts:
+    assert part in lines[0], lines[0]
+
+
+def test_an_unusable_workdir_is_one_line(tmp_path):
+  afile = tmp_path / "afile"
+  afile.write_text("")
+  _one_error_line(_run(afile), f"workdir {afile} is an existing file")
+  for path, reason in ((afile / "sub", "cannot be created"), ("/proc/nope", "cannot be created"),
+                       ("/proc", "is not writable")):
+    with pytest.raises(wd.WorkdirError, match=reason):
+      wd.ensure_dir(str(path))
