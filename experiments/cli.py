@@ -4,10 +4,12 @@ line on stderr and exit status 2, never a traceback."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Iterator
 
 from absl import flags
+from ml_collections import config_flags
 
 from lstm_jax.config import ConfigError
 from lstm_jax.devices import set_cpu_devices
@@ -21,26 +23,76 @@ CPU_DEVICES = flags.DEFINE_integer(
     "Ignored when XLA_FLAGS sets --xla_force_host_platform_device_count.", lower_bound=0)
 
 
+def _config_file_args(argv: list[str]) -> list[tuple[str, str]]:
+  """``(flag name, path)`` of every config-file flag given in ``argv``
+  (``--config=configs/adding.py:quick`` -> ``("config", "configs/adding.py")``)."""
+  file_parser = config_flags.config_flags.ConfigFileFlagParser
+  names = [name for name in flags.FLAGS if isinstance(flags.FLAGS[name].parser, file_parser)]
+  found = []
+  for i, arg in enumerate(argv):
+    for name in names:
+      for prefix in (f"--{name}", f"-{name}"):
+        if arg.startswith(prefix + "="):
+          found.append((name, arg[len(prefix) + 1:].split(":", 1)[0]))
+        elif arg == prefix and i + 1 < len(argv):
+          found.append((name, argv[i + 1].split(":", 1)[0]))
+  return found
+
+
+def _missing_config_file(argv: list[str]) -> str | None:
+  """The problem, if a config-file flag in ``argv`` names no file (checked
+  before parsing: ml_collections would load the file while parsing)."""
+  for name, path in _config_file_args(argv):
+    if not os.path.isfile(path):
+      what = "is a directory" if os.path.isdir(path) else "does not exist"
+      return (f"--{name}={path}: the config file {what}; give the path of an existing "
+              "config file (configs/ holds them)")
+  return None
+
+
+def _unloadable_config_file(argv: list[str]) -> str | None:
+  """The problem, if a parsed config file failed to load (ml_collections
+  defers that error to the config's first use)."""
+  for name, path in _config_file_args(argv):
+    try:
+      getattr(flags.FLAGS[name].value, "to_dict", None)
+    except OSError as err:
+      return f"--{name}={path}: the config file could not be loaded ({_first_line(err)})"
+  return None
+
+
+def _first_line(err: Exception) -> str:
+  text = str(err).strip()
+  return text.splitlines()[0] if text else type(err).__name__
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """``absl.app.run``'s ``flags_parser``: parse, or print one line and exit 2.
 
-  Catches unknown config fields (``--config.lagg=3``: ml_collections suggests
-  the closest field), values of the wrong type and missing required flags.
-  Then applies ``--cpu_devices`` (flags are parsed before any JAX computation).
+  Catches a ``--config`` file that does not exist or does not load, unknown
+  config fields (``--config.lagg=3``: ml_collections suggests the closest
+  field), values of the wrong type and missing required flags. Then applies
+  ``--cpu_devices`` (flags are parsed before any JAX computation).
   """
   try:
-    rest = flags.FLAGS(argv)
-    set_cpu_devices(CPU_DEVICES.value)
-    return rest
+    problem = _missing_config_file(argv)
+    if problem is None:
+      rest = flags.FLAGS(argv)
+      problem = _unloadable_config_file(argv)
+    if problem is None:
+      set_cpu_devices(CPU_DEVICES.value)
+      return rest
+  except OSError as err:  # an override applied to a config that failed to load
+    problem = f"a config file could not be loaded ({_first_line(err)})"
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
-    message = str(err).replace("\\n", " ").replace("\\'", "'")
-    message = " ".join(message.split())
-    if message[:1] == message[-1:] and message[:1] in "'\"":
-      message = message[1:-1]
+    problem = str(err).replace("\\n", " ").replace("\\'", "'")
+    problem = " ".join(problem.split())
+    if problem[:1] == problem[-1:] and problem[:1] in "'\"":
+      problem = problem[1:-1]
     if isinstance(err, (AttributeError, KeyError)):
-      message = f"unknown config field {message}; a locked config accepts only its own fields"
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+      problem = f"unknown config field {problem}; a locked config accepts only its own fields"
+  print(f"error: {problem}", file=sys.stderr)
+  sys.exit(2)
 
 
 @contextlib.contextmanager

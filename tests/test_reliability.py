@@ -277,6 +277,15 @@ def _one_error_line(result, *parts):
     assert part in lines[0], lines[0]
 
 
+def test_a_missing_config_file_is_one_line(tmp_path):
+  for module, path in (("experiments.run", "configs/nope.py:quick"),
+                       ("experiments.sweep", "configs/sweeps/nope.py")):
+    res = subprocess.run([sys.executable, "-m", module, f"--config={path}",
+                          "--config.lag=3", f"--workdir={tmp_path}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    _one_error_line(res, path.split(":")[0], "does not exist")
+
+
 def test_an_unusable_workdir_is_one_line(tmp_path):
   afile = tmp_path / "afile"
   afile.write_text("")
