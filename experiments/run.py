@@ -4,8 +4,10 @@ Any config field can be overridden, e.g. ``--config.lag=1000``; rerunning with
 the same ``--workdir`` resumes. This file only parses flags; the loop is
 :func:`lstm_jax.runner.train_and_evaluate`.
 
-Exit status: 0 finished (solved or budget spent); 2 bad config or unusable
-workdir (one line on stderr); 3 stopped on a non-finite value (summary.json
+Rerunning a run that finished prints its summary and changes nothing.
+
+Exit status: 0 finished (solved or budget spent, now or before); 2 a missing
+config file, a bad config value or an unusable workdir (one line on stderr); 3 stopped on a non-finite value (summary.json
 says where); 128 + signal number after SIGTERM/SIGINT (a checkpoint was saved).
 """
 
@@ -33,10 +35,18 @@ def main(argv: list[str]) -> None:
   with exit_codes():
     summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                  on_config_change=_ON_CHANGE.value)
-  print(f"{summary['task']} lag={summary['lag']} model={summary['model']}: "
-        f"solved={summary['solved']} sequences_seen={summary['sequences_seen']} "
-        f"sequences_to_criterion={summary['sequences_to_criterion']} "
-        f"wall_time_s={summary['wall_time_s']:.1f}")
+  print(summary_line(summary))
+
+
+def summary_line(summary: dict) -> str:
+  """One line of a run's summary: task, model, whether solved, sequence counts."""
+  solved = f"solved={summary['solved']}"
+  if summary.get("num_seeds", 1) > 1:
+    solved += f" solved_fraction={summary['solved_fraction']:.2f}"
+  return (f"{summary['task']} lag={summary['lag']} model={summary['model']}: "
+          f"{solved} sequences_seen={summary['sequences_seen']} "
+          f"sequences_to_criterion={summary['sequences_to_criterion']} "
+          f"wall_time_s={summary['wall_time_s']:.1f}")
 
 
 if __name__ == "__main__":

@@ -7,27 +7,38 @@ holds or the budget ends; log, checkpoint, resume and summarise.
     metrics.jsonl    one line per seed per log interval: step, sequences_seen,
                      loss, grad_norm, task metrics, steps_per_s; and eval lines
     tensorboard/     TensorBoard event files (tensorboardX)
-    checkpoints/     orbax checkpoints: train state + loop state (criterion
-                     streams, solved steps, skipped updates, wall time), with
+    checkpoints/     orbax checkpoints: train state + loop state
+                     (:class:`LoopState`: per seed the criterion's stream
+                     state, solved step and skipped updates; wall time), with
                      integrity manifests in checkpoint_hashes/
-    summary.json     status, task, model, lag, solved, sequences_seen,
-                     sequences_to_criterion, metrics, wall_time_s (+ per seed)
+    summary.json     status, task, model, lag, solved, solved_fraction,
+                     sequences_seen, sequences_to_criterion, metrics,
+                     wall_time_s, and per_seed
     .lock            pid and host of the process using the directory
+
+In ``summary.json``, ``solved`` is always a bool: every seed met the
+criterion. ``solved_fraction`` is the fraction of seeds that did, and
+``per_seed[i]["solved"]`` says it for seed ``i``. ``sequences_to_criterion``
+is the count for one seed, the median over the solved seeds for several
+(``None`` if none solved); ``metrics`` the final evaluation, for several
+seeds the median of each metric.
 
 Rerunning with the same ``workdir`` resumes from the latest checkpoint; the
 per-step data keys (``fold_in(key, step)``) make the resumed run see the same
-batches as an uninterrupted one.
+batches as an uninterrupted one. Rerunning a run that finished with the same
+config changes nothing and returns its summary.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import signal
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import ml_collections
@@ -37,7 +48,8 @@ from absl import logging
 from lstm_jax import config as config_lib
 from lstm_jax import training
 from lstm_jax import workdir as wd
-from lstm_jax.tasks import state_from_json, state_to_json
+from lstm_jax.tasks import Task, state_from_json, state_to_json
+from lstm_jax.tasks.criteria import Criterion, State
 
 
 def _model_name(config: ml_collections.ConfigDict) -> str:
@@ -96,23 +108,95 @@ def _catch_signals() -> Iterator[list[int]]:
       signal.signal(s, h)
 
 
+# ----------------------------------------------------------------------------
+# The loop state.
+
+
+@dataclasses.dataclass
+class SeedProgress:
+  """Where one seed of a run stands.
+
+  Attributes:
+    crit: the criterion's training-stream state (:meth:`Criterion.new_state`).
+    solved_step: the update at which the criterion first held; -1 while not.
+    skipped: updates dropped for non-finite values (``nonfinite="skip"``).
+  """
+  crit: State
+  solved_step: int = -1
+  skipped: int = 0
+
+  @property
+  def solved(self) -> bool:
+    return self.solved_step >= 0
+
+
+@dataclasses.dataclass
+class LoopState:
+  """What a checkpoint holds besides the train state.
+
+  Attributes:
+    seeds: one :class:`SeedProgress` per seed.
+    wall_time_s: training time spent before this process started.
+  """
+  seeds: list[SeedProgress]
+  wall_time_s: float = 0.0
+
+  @classmethod
+  def new(cls, criterion: Criterion, num_seeds: int) -> LoopState:
+    """The state of a run that has not started."""
+    return cls([SeedProgress(criterion.new_state()) for _ in range(num_seeds)])
+
+  @property
+  def all_solved(self) -> bool:
+    return all(seed.solved for seed in self.seeds)
+
+  def to_json(self) -> dict[str, Any]:
+    """A JSON-serialisable dict (:meth:`from_json` reads it back)."""
+    return {"seeds": [{"crit": state_to_json(s.crit), "solved_step": int(s.solved_step),
+                       "skipped": int(s.skipped)} for s in self.seeds],
+            "wall_time_s": float(self.wall_time_s)}
+
+  @classmethod
+  def from_json(cls, data: Mapping[str, Any]) -> LoopState:
+    """Read :meth:`to_json`'s dict, or the parallel lists ``crit``,
+    ``solved_step``, ``skipped`` (optional) and ``wall_time_s`` that
+    checkpoints held before this class existed."""
+    if "seeds" in data:
+      seeds = [SeedProgress(state_from_json(s["crit"]), int(s["solved_step"]),
+                            int(s.get("skipped", 0))) for s in data["seeds"]]
+    else:
+      n = len(data["crit"])
+      skipped = data.get("skipped") or [0] * n
+      seeds = [SeedProgress(state_from_json(c), int(step), int(skip))
+               for c, step, skip in zip(data["crit"], data["solved_step"], skipped)]
+    return cls(seeds, float(data.get("wall_time_s", 0.0)))
+
+
+# ----------------------------------------------------------------------------
+# The run directory.
+
+
 ON_CONFIG_CHANGE = ("refuse", "overwrite", "fresh")
 
 
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
-                     on_config_change: str) -> None:
-  """Compare the saved config with ``config`` (before anything is written)."""
+                     on_config_change: str) -> bool:
+  """Compare the saved config with ``config`` (before anything is written).
+
+  Returns:
+    Whether ``workdir`` holds a run of this same config.
+  """
   if on_config_change not in ON_CONFIG_CHANGE:
     raise ValueError(f"on_config_change={on_config_change!r}; allowed: "
                      f"{', '.join(ON_CONFIG_CHANGE)}")
   saved_path = os.path.join(workdir, "config.json")
   if not os.path.exists(saved_path):
-    return
+    return False
   with open(saved_path) as f:
     saved = json.load(f)
   diff = wd.config_differences(saved, config.to_dict(), config_lib.default_config().to_dict())
   if not diff:
-    return
+    return True
   if on_config_change == "refuse":
     raise wd.WorkdirError(
         f"workdir {workdir} holds a run with a different config:\n  " + "\n  ".join(diff)
@@ -124,6 +208,17 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
         continue
       path = os.path.join(workdir, name)
       shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+  return False
+
+
+def _finished_summary(workdir: str) -> dict[str, Any] | None:
+  """The saved summary if ``workdir``'s run finished, else ``None``."""
+  try:
+    with open(os.path.join(workdir, "summary.json")) as f:
+      summary = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+  return summary if summary.get("status") == "finished" else None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -133,7 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Args:
     config: an experiment config (:func:`lstm_jax.config.default_config`).
-    workdir: output directory; an existing one with checkpoints is resumed.
+    workdir: output directory; an existing one with checkpoints is resumed,
+      one whose run finished with this config is left as it is.
     progress: show a progress bar with rate and ETA on stderr.
     on_config_change: what to do when ``workdir`` holds a run with another
       config: ``"refuse"`` (default), ``"overwrite"`` (continue from its
@@ -144,7 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Raises:
     lstm_jax.config.ConfigError: a bad config value (before anything compiles).
-    lstm_jax.workdir.WorkdirError: the workdir is locked or holds another config.
+    lstm_jax.workdir.WorkdirError: the workdir is not a writable directory,
+      is locked or holds another config.
     NonFiniteError: NaN/Inf with ``nonfinite="stop"`` (summary.json says where).
     Interrupted: SIGTERM/SIGINT (after saving a checkpoint).
   """
@@ -152,153 +249,231 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   with wd.locked(workdir) as notes:
     for note in notes:
       logging.warning("%s: %s", workdir, note)
-    _prepare_workdir(config, workdir, on_config_change)
+    if _prepare_workdir(config, workdir, on_config_change):
+      finished = _finished_summary(workdir)
+      if finished is not None:
+        logging.warning("%s: this run finished already; nothing to do (use a new "
+                        "workdir to train again)", workdir)
+        return finished
     with _catch_signals() as caught:
       return _train(config, workdir, task, model, progress, caught)
 
 
-def _train(config, workdir, task, model, progress, caught) -> dict[str, Any]:
-  wd.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-  start = time.time()
-  optimizer = training.make_optimizer(**config_lib.optimizer_kwargs(config))
-  num_seeds, batch_size = config.num_seeds, config.batch_size
-  n_steps = config_lib.total_steps(config)
-  criterion = task.criterion
-  eval_size = max(config.eval_size, criterion.eval_size)
-  init_keys, data_keys, eval_keys = training.seed_keys(config.seed, num_seeds)
+# ----------------------------------------------------------------------------
+# The programs.
 
-  state = training.init_state(model, optimizer, init_keys, task.input_size)
-  loop = {"crit": [state_to_json(criterion.new_state()) for _ in range(num_seeds)],
-          "solved_step": [-1] * num_seeds, "wall_time_s": 0.0,
-          "skipped": [0] * num_seeds}
-  store = wd.CheckpointStore(workdir)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  step = 0
+
+def _eval_size(config: ml_collections.ConfigDict, task: Task) -> int:
+  return max(config.eval_size, task.criterion.eval_size)
+
+
+def _programs(config: ml_collections.ConfigDict, task: Task, model: Any,
+              optimizer: Any) -> tuple[Any, Any]:
+  """The run's train chunk (``log_every`` updates) and evaluation, not yet
+  compiled (:func:`lstm_jax.training.make_train_chunk`, ``make_eval``)."""
+  placement = config_lib.build(config).placement
+  chunk = training.make_train_chunk(model, task, optimizer, config.batch_size, config.log_every,
+                                    placement, skip_nonfinite=config.nonfinite == "skip")
+  evaluate = training.make_eval(model, task, _eval_size(config, task), placement)
+  return chunk, evaluate
+
+
+@dataclasses.dataclass(frozen=True)
+class _Keys:
+  init: jax.Array
+  data: jax.Array
+  eval: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+  """The run's two programs (jitted; each places its arguments first)."""
+  chunk: Callable[[training.TrainState, jax.Array], tuple[training.TrainState, dict, dict]]
+  evaluate: Callable[[Any, jax.Array], tuple[jax.Array, dict]]
+
+
+# ----------------------------------------------------------------------------
+# The loop.
+
+
+def _eval_due(config: ml_collections.ConfigDict, step: int, n_steps: int) -> bool:
+  """Whether ``step`` (a multiple of ``log_every``) ends an evaluation interval."""
+  return step % config.eval_every < config.log_every or step >= n_steps
+
+
+def _nonfinite_reason(config: ml_collections.ConfigDict, step: int, metrics: dict[str, Any],
+                      finite: np.ndarray, last_checkpoint: int | None) -> str:
+  """The message for the first non-finite update of a chunk that began at ``step``."""
+  bad_t, bad_s = np.argwhere(~finite)[0]
+  return (f"non-finite loss, gradient or parameters at step {step + int(bad_t) + 1} "
+          f"(seed {config.seed + int(bad_s)}, loss "
+          f"{float(metrics['loss'][bad_t, bad_s])!r}); stopped, "
+          + ("no checkpoint was saved before it" if last_checkpoint is None else
+             f"the last good checkpoint is step {last_checkpoint}"))
+
+
+class _Run:
+  """A run in progress: its fixed parts, the train state and the loop state."""
+
+  def __init__(self, config: ml_collections.ConfigDict, task: Task, workdir: str,
+               programs: _Programs, keys: _Keys, store: wd.CheckpointStore,
+               state: training.TrainState, step: int, loop: LoopState, start: float):
+    self.config, self.task, self.criterion = config, task, task.criterion
+    self.workdir, self.programs, self.keys, self.store = workdir, programs, keys, store
+    self.state, self.step, self.loop = state, step, loop
+    self.n_steps = config_lib.total_steps(config)
+    self.writers = _Writers(workdir, config.num_seeds)
+    self._base_time, self._start = loop.wall_time_s, start
+    self._last_eval: tuple[int, list[dict[str, float]]] | None = None
+
+  def wall_time(self) -> float:
+    return self._base_time + time.time() - self._start
+
+  def train_chunk(self) -> dict[str, Any]:
+    """Run ``log_every`` updates of every seed, log them and advance the
+    criteria's streams; return the chunk's metrics."""
+    t0 = time.time()
+    new_state, metrics, per_seq = self.programs.chunk(self.state, self.keys.data)
+    metrics, per_seq = jax.device_get((metrics, per_seq))
+    finite = np.asarray(metrics["finite"], bool)  # [chunk, S]
+    if self.config.nonfinite == "stop" and not finite.all():
+      last = max(self.store.manager.all_steps(), default=None)
+      reason = _nonfinite_reason(self.config, self.step, metrics, finite, last)
+      self.write_summary(None, "nonfinite", reason)
+      raise NonFiniteError(reason)
+    self.state = new_state
+    self.step += self.config.log_every
+    rate = self.config.log_every / max(time.time() - t0, 1e-9)
+    for s, seed in enumerate(self.loop.seeds):
+      seed.skipped += int((~finite[:, s]).sum())
+      seq = {k: v[:, s].reshape(-1) for k, v in per_seq.items()}
+      seed.crit = self.criterion.update(seed.crit, seq)
+      summary = self.task.summarize(seq)
+      self.writers.write({
+          "step": self.step, "seed": self.config.seed + s, "split": "train",
+          "sequences_seen": self.step * self.config.batch_size,
+          "loss": float(np.mean(metrics["loss"][:, s])),
+          "grad_norm": float(np.mean(metrics["grad_norm"][:, s])),
+          "accuracy": summary["accuracy"], "mean_error": summary["mean_error"],
+          "skipped_updates": seed.skipped, "steps_per_s": rate}, "train")
+    return metrics
+
+  def evaluate(self) -> list[dict[str, float]]:
+    """Per seed, the summary of a held-out evaluation at the current step with
+    ``criterion_met`` added; logged once per step."""
+    if self._last_eval is not None and self._last_eval[0] == self.step:
+      return self._last_eval[1]
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.keys.eval, self.step)
+    _, per_seq = jax.device_get(self.programs.evaluate(self.state.params, keys))
+    out = []
+    for s, seed in enumerate(self.loop.seeds):
+      summary = self.task.summarize({k: v[s] for k, v in per_seq.items()})
+      summary["criterion_met"] = float(self.criterion.holds(seed.crit, summary))
+      out.append(summary)
+      self.writers.write({"step": self.step, "seed": self.config.seed + s, "split": "eval",
+                          "sequences_seen": self.step * self.config.batch_size, **summary},
+                         "eval")
+    self._last_eval = (self.step, out)
+    return out
+
+  def mark_solved(self) -> None:
+    """Record the step for the seeds whose criterion holds now; evaluate
+    first at the end of an evaluation interval if one of them needs it."""
+    pending = [seed for seed in self.loop.seeds if not seed.solved]
+    evals = None
+    if (_eval_due(self.config, self.step, self.n_steps)
+        and any(self.criterion.needs_eval(seed.crit) for seed in pending)):
+      evals = self.evaluate()
+    for s, seed in enumerate(self.loop.seeds):
+      if not seed.solved and self.criterion.holds(seed.crit,
+                                                  None if evals is None else evals[s]):
+        seed.solved_step = self.step
+
+  def save(self) -> None:
+    loop = dataclasses.replace(self.loop, wall_time_s=self.wall_time())
+    self.store.save(self.step, self.state, loop.to_json())
+
+  def write_summary(self, final: list[dict[str, float]] | None, status: str,
+                    reason: str | None = None) -> dict[str, Any]:
+    summary = _summary(self.config, self.task, self.step, self.loop, final, self.wall_time(),
+                       status, reason)
+    wd.write_json_atomic(os.path.join(self.workdir, "summary.json"), summary)
+    return summary
+
+  def run(self, caught: list[int], progress: bool) -> dict[str, Any]:
+    """Train until every seed is solved or the budget is spent; return the summary."""
+    bar = _progress_bar(self.config, self.task, self.step, self.n_steps) if progress else None
+    try:
+      while self.step < self.n_steps and not self.loop.all_solved:
+        metrics = self.train_chunk()
+        self.mark_solved()
+        if bar is not None:
+          bar.update(self.config.log_every * self.config.batch_size)
+          bar.set_postfix(loss=f"{np.mean(metrics['loss'][-1]):.4g}",
+                          solved=f"{sum(s.solved for s in self.loop.seeds)}/"
+                                 f"{len(self.loop.seeds)}")
+        if caught:
+          self.save()
+          raise Interrupted(caught[0], self.step)
+        if self.step % self.config.checkpoint_every < self.config.log_every:
+          self.save()
+      final = self.evaluate()
+      self.save()
+    finally:
+      if bar is not None:
+        bar.close()
+      self.writers.close()
+    return self.write_summary(final, "finished")
+
+
+def _progress_bar(config: ml_collections.ConfigDict, task: Task, step: int, n_steps: int):
+  from tqdm import tqdm
+  return tqdm(total=n_steps * config.batch_size, initial=step * config.batch_size, unit="seq",
+              unit_scale=True, desc=f"{task.name} lag={task.lag} {_model_name(config)}")
+
+
+def _restore(store: wd.CheckpointStore, state: training.TrainState, loop: LoopState
+             ) -> tuple[int, training.TrainState, LoopState]:
+  """``(step, state, loop)`` of the newest intact checkpoint, or the given ones at step 0."""
   restored = store.restore_latest(state)
   for note in store.notes:
     logging.warning("%s", note)
-  if restored is not None:
-    step, state, loop = restored
-  # Lines written after the checkpoint belong to work that is redone now.
-  wd.truncate_jsonl(metrics_path, lambda r: r.get("step", 0) <= step)
-  crit_states = [state_from_json(s) for s in loop["crit"]]
-  solved_step = list(loop["solved_step"])
-  skipped = list(loop.get("skipped", [0] * num_seeds))
+  if restored is None:
+    return 0, state, loop
+  step, state, saved = restored
+  return step, state, LoopState.from_json(saved)
 
-  placement = config_lib.build(config).placement
-  chunk = training.make_train_chunk(model, task, optimizer, batch_size, config.log_every,
-                                    placement, skip_nonfinite=config.nonfinite == "skip")
-  evaluate = training.make_eval(model, task, eval_size, placement)
-  writers = _Writers(workdir, num_seeds)
-  cached: dict[int, list[dict[str, float]]] = {}
 
-  def run_eval(at_step: int) -> list[dict[str, float]]:
-    if at_step in cached:
-      return cached[at_step]
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, at_step)
-    _, per_seq = jax.device_get(evaluate(state.params, keys))
-    out = []
-    for s in range(num_seeds):
-      summary = task.summarize({k: v[s] for k, v in per_seq.items()})
-      ok = criterion.solved(crit_states[s], {k: v[s] for k, v in per_seq.items()})
-      summary["criterion_met"] = float(ok)
-      out.append(summary)
-      writers.write({"step": at_step, "seed": config.seed + s, "split": "eval",
-                     "sequences_seen": at_step * batch_size, **summary}, "eval")
-    cached[at_step] = out
-    return out
-
-  base_time = float(loop["wall_time_s"])
-  loop_time = lambda: base_time + time.time() - start
-
-  def save(at_step: int) -> None:
-    loop.update(crit=[state_to_json(c) for c in crit_states], solved_step=solved_step,
-                wall_time_s=loop_time(), skipped=skipped)
-    store.save(at_step, state, wd.to_jsonable(loop))
-
-  def write_summary(final: list[dict[str, float]] | None, status: str,
-                    reason: str | None = None) -> dict[str, Any]:
-    summary = _summary(config, task, criterion, step, solved_step, final, loop_time(),
-                       status, reason, skipped)
-    wd.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-    return summary
-
-  bar = None
-  if progress:
-    from tqdm import tqdm
-    bar = tqdm(total=n_steps * batch_size, initial=step * batch_size, unit="seq",
-               unit_scale=True, desc=f"{task.name} lag={task.lag} {_model_name(config)}")
+def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, model: Any,
+           progress: bool, caught: list[int]) -> dict[str, Any]:
+  start = time.time()
+  optimizer = training.make_optimizer(**config_lib.optimizer_kwargs(config))
+  keys = _Keys(*training.seed_keys(config.seed, config.num_seeds))
+  state = training.init_state(model, optimizer, keys.init, task.input_size)
+  programs = _Programs(*_programs(config, task, model, optimizer))
+  wd.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+  store = wd.CheckpointStore(workdir)
   try:
-    while step < n_steps and min(solved_step) < 0:
-      t0 = time.time()
-      new_state, metrics, per_seq = chunk(state, data_keys)
-      metrics, per_seq = jax.device_get((metrics, per_seq))
-      finite = np.asarray(metrics["finite"], bool)  # [chunk, S]
-      if config.nonfinite == "stop" and not finite.all():
-        bad_t, bad_s = np.argwhere(~finite)[0]
-        bad_step = step + int(bad_t) + 1
-        last = max(store.manager.all_steps(), default=None)
-        reason = (f"non-finite loss, gradient or parameters at step {bad_step} "
-                  f"(seed {config.seed + int(bad_s)}, loss "
-                  f"{float(metrics['loss'][bad_t, bad_s])!r}); stopped, "
-                  + ("no checkpoint was saved before it" if last is None else
-                     f"the last good checkpoint is step {last}"))
-        write_summary(None, "nonfinite", reason)
-        raise NonFiniteError(reason)
-      state = new_state
-      step += config.log_every
-      rate = config.log_every / max(time.time() - t0, 1e-9)
-      for s in range(num_seeds):
-        skipped[s] += int((~finite[:, s]).sum())
-        seq_s = {k: v[:, s].reshape(-1) for k, v in per_seq.items()}
-        crit_states[s] = criterion.update(crit_states[s], seq_s)
-        summary = task.summarize(seq_s)
-        writers.write({"step": step, "seed": config.seed + s, "split": "train",
-                       "sequences_seen": step * batch_size,
-                       "loss": float(np.mean(metrics["loss"][:, s])),
-                       "grad_norm": float(np.mean(metrics["grad_norm"][:, s])),
-                       "accuracy": summary["accuracy"], "mean_error": summary["mean_error"],
-                       "skipped_updates": skipped[s], "steps_per_s": rate}, "train")
-      need_eval = step % config.eval_every < config.log_every or step >= n_steps
-      if criterion.eval_rules:
-        if need_eval and any(criterion.train_ok(c) for c in crit_states):
-          for s, e in enumerate(run_eval(step)):
-            if solved_step[s] < 0 and e["criterion_met"]:
-              solved_step[s] = step
-      else:
-        for s, c in enumerate(crit_states):
-          if solved_step[s] < 0 and criterion.solved(c):
-            solved_step[s] = step
-      if bar is not None:
-        bar.update(config.log_every * batch_size)
-        bar.set_postfix(loss=f"{np.mean(metrics['loss'][-1]):.4g}",
-                        solved=f"{sum(x >= 0 for x in solved_step)}/{num_seeds}")
-      if caught:
-        save(step)
-        raise Interrupted(caught[0], step)
-      if step % config.checkpoint_every < config.log_every:
-        save(step)
-    final = run_eval(step)
-    save(step)
+    step, state, loop = _restore(store, state, LoopState.new(task.criterion, config.num_seeds))
+    # Lines written after the checkpoint belong to work that is redone now.
+    wd.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                      lambda r: r.get("step", 0) <= step)
+    run = _Run(config, task, workdir, programs, keys, store, state, step, loop, start)
+    return run.run(caught, progress)
   finally:
-    if bar is not None:
-      bar.close()
-    writers.close()
     store.close()
-  return write_summary(final, "finished")
 
 
-def _summary(config, task, criterion, step, solved_step, final, wall, status, reason,
-             skipped) -> dict[str, Any]:
+def _summary(config: ml_collections.ConfigDict, task: Task, step: int, loop: LoopState,
+             final: list[dict[str, float]] | None, wall: float, status: str,
+             reason: str | None) -> dict[str, Any]:
+  """The contents of ``summary.json`` (see the module docstring)."""
   num_seeds, batch_size = config.num_seeds, config.batch_size
-  per_seed = []
-  for s in range(num_seeds):
-    per_seed.append({
-        "seed": config.seed + s, "solved": solved_step[s] >= 0,
-        "sequences_to_criterion": solved_step[s] * batch_size if solved_step[s] >= 0 else None,
-        "skipped_updates": skipped[s],
-        "metrics": final[s] if final else {}})
-  solved = [p["solved"] for p in per_seed]
+  per_seed = [{
+      "seed": config.seed + s, "solved": seed.solved,
+      "sequences_to_criterion": seed.solved_step * batch_size if seed.solved else None,
+      "skipped_updates": seed.skipped,
+      "metrics": final[s] if final else {}} for s, seed in enumerate(loop.seeds)]
   to_crit = [p["sequences_to_criterion"] for p in per_seed if p["solved"]]
   if not final:
     metrics = {}
@@ -306,16 +481,21 @@ def _summary(config, task, criterion, step, solved_step, final, wall, status, re
     metrics = final[0]
   else:
     metrics = {k: float(np.median([f[k] for f in final])) for k in final[0]}
+  if not to_crit:
+    sequences_to_criterion = None
+  elif num_seeds == 1:
+    sequences_to_criterion = to_crit[0]
+  else:
+    sequences_to_criterion = float(np.median(to_crit))
   return {
       "status": status, "reason": reason, "step": step,
       "task": task.name, "task_params": task.params, "model": _model_name(config),
       "cell": config.model.cell, "lag": task.lag, "num_seeds": num_seeds,
-      "solved": all(solved) if num_seeds == 1 else float(np.mean(solved)),
-      "solved_fraction": float(np.mean(solved)),
+      "solved": all(p["solved"] for p in per_seed),
+      "solved_fraction": float(np.mean([p["solved"] for p in per_seed])),
       "sequences_seen": step * batch_size,
-      "sequences_to_criterion": (to_crit[0] if to_crit else None) if num_seeds == 1
-                                else (float(np.median(to_crit)) if to_crit else None),
-      "criterion": criterion.description,
+      "sequences_to_criterion": sequences_to_criterion,
+      "criterion": task.criterion.description,
       "metrics": metrics,
       "per_seed": per_seed,
       "wall_time_s": wall,

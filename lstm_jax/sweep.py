@@ -19,6 +19,7 @@ interrupted sweep resumes where it stopped.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from typing import Any
@@ -131,17 +132,14 @@ def results_markdown(rows: list[dict[str, Any]], sweep: ml_collections.ConfigDic
 
 def write_results(rows: list[dict[str, Any]], workdir: str,
                   sweep: ml_collections.ConfigDict) -> None:
-  """Write ``results.csv``, ``results.md`` and ``memory_vs_lag.png``."""
-  tmp = os.path.join(workdir, "results.csv.tmp")
-  with open(tmp, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(tmp, os.path.join(workdir, "results.csv"))
-  tmp = os.path.join(workdir, "results.md.tmp")
-  with open(tmp, "w") as f:
-    f.write(results_markdown(rows, sweep))
-  os.replace(tmp, os.path.join(workdir, "results.md"))
+  """Write ``results.csv``, ``results.md`` and ``memory_vs_lag.png``, each
+  atomically (a temporary file renamed)."""
+  table = io.StringIO()
+  writer = csv.DictWriter(table, fieldnames=COLUMNS)
+  writer.writeheader()
+  writer.writerows(rows)
+  wd.write_text_atomic(os.path.join(workdir, "results.csv"), table.getvalue())
+  wd.write_text_atomic(os.path.join(workdir, "results.md"), results_markdown(rows, sweep))
   plot(rows, os.path.join(workdir, "memory_vs_lag.png"), sweep)
 
 

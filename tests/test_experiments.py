@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from lstm_jax import config as config_lib
-from lstm_jax.runner import train_and_evaluate
+from lstm_jax import runner
+from lstm_jax.runner import LoopState, SeedProgress, train_and_evaluate
 from lstm_jax.sweep import memory_horizons, run_sweep
+from lstm_jax.tasks import make_task
 from lstm_jax.tasks.criteria import Criterion
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -100,9 +102,10 @@ def test_end_to_end_run_writes_every_output(tmp_path):
   assert list((tmp_path / "tensorboard").iterdir())
   assert list((tmp_path / "checkpoints").iterdir())
   on_disk = json.loads((tmp_path / "summary.json").read_text())
-  for key in ("task", "model", "lag", "solved", "sequences_seen", "sequences_to_criterion",
-              "metrics", "wall_time_s"):
+  for key in ("task", "model", "lag", "solved", "solved_fraction", "sequences_seen",
+              "sequences_to_criterion", "metrics", "wall_time_s"):
     assert key in on_disk
+  assert on_disk["solved"] is on_disk["per_seed"][0]["solved"] is (on_disk["solved_fraction"] == 1)
   assert on_disk["sequences_seen"] == summary["sequences_seen"] == 800
   assert 0.0 <= on_disk["metrics"]["accuracy"] <= 1.0
   lines = _train_lines(str(tmp_path))
@@ -190,3 +193,32 @@ def test_criterion_tells_the_loop_when_to_evaluate_and_when_a_seed_is_solved():
   by_stream = Criterion("stream", window=4)
   state = by_stream.update(by_stream.new_state(), stream)
   assert not by_stream.needs_eval(state) and by_stream.holds(state)
+
+
+def test_loop_state_round_trips_and_reads_checkpoints_of_parallel_lists():
+  crit = make_task("delayed_recall", lag=3).criterion
+  loop = LoopState.new(crit, 2)
+  loop.seeds[1] = SeedProgress(crit.update(crit.new_state(), {"correct": np.ones(4, bool),
+                                                              "error": np.zeros(4)}), 30, 2)
+  loop.wall_time_s = 1.5
+  back = LoopState.from_json(json.loads(json.dumps(loop.to_json())))
+  assert back.to_json() == loop.to_json() and back.seeds[1].solved and not back.all_solved
+  old = {"crit": [s["crit"] for s in loop.to_json()["seeds"]], "solved_step": [-1, 30],
+         "wall_time_s": 1.5, "skipped": [0, 2]}
+  assert LoopState.from_json(old).to_json() == loop.to_json()
+  del old["skipped"]  # checkpoints older still had no skipped counts
+  assert [s.skipped for s in LoopState.from_json(old).seeds] == [0, 0]
+
+
+def test_summary_solved_is_all_seeds_and_the_fraction_has_its_own_key():
+  cfg = _quick(num_seeds=3)
+  task = make_task("delayed_recall", lag=3)
+  loop = LoopState.new(task.criterion, 3)
+  loop.seeds[0].solved_step, loop.seeds[2].solved_step = 10, 30
+  final = [{"accuracy": a} for a in (1.0, 0.5, 0.9)]
+  summary = runner._summary(cfg, task, 40, loop, final, 2.0, "finished", None)
+  assert summary["solved"] is False and summary["solved_fraction"] == pytest.approx(2 / 3)
+  assert [p["solved"] for p in summary["per_seed"]] == [True, False, True]
+  assert summary["sequences_to_criterion"] == 160.0 and summary["metrics"]["accuracy"] == 0.9
+  loop.seeds[1].solved_step = 20
+  assert runner._summary(cfg, task, 40, loop, final, 2.0, "finished", None)["solved"] is True

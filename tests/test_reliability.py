@@ -1,5 +1,6 @@
 """Reliability with real processes and files: kills, signals, NaNs, corrupt
-checkpoints, config mismatches and locks."""
+checkpoints, config mismatches, locks, reruns of finished runs, and user
+mistakes that must end in one line and exit status 2."""
 
 from __future__ import annotations
 
@@ -261,7 +262,8 @@ def test_a_run_saved_before_a_field_existed_resumes_with_its_default(tmp_path):
   old = json.loads((tmp_path / "config.json").read_text())
   del old["ensemble"]
   (tmp_path / "config.json").write_text(json.dumps(old))
-  second = train_and_evaluate(config, str(tmp_path), progress=False)  # resumed; rewrites config.json
+  (tmp_path / "summary.json").unlink()  # as if killed after the last checkpoint: resumed
+  second = train_and_evaluate(config, str(tmp_path), progress=False)  # rewrites config.json
   assert second["sequences_seen"] == first["sequences_seen"] == 80
   config.ensemble = "vmap"
   with pytest.raises(wd.WorkdirError, match=r"ensemble: 'auto' -> 'vmap'"):
@@ -294,3 +296,16 @@ def test_an_unusable_workdir_is_one_line(tmp_path):
                        ("/proc", "is not writable")):
     with pytest.raises(wd.WorkdirError, match=reason):
       wd.ensure_dir(str(path))
+
+
+def test_rerunning_a_finished_run_changes_nothing(tmp_path):
+  _run_here(tmp_path, budget_sequences=80)
+  files = lambda: {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*")
+                   if p.is_file()}
+  before = files()
+  again = _run(tmp_path, "--config.budget_sequences=80")
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "finished already" in again.stderr
+  assert "delayed_recall lag=3 model=vanilla: solved=" in again.stdout
+  assert "sequences_seen=80" in again.stdout
+  assert files() == before
