@@ -21,6 +21,9 @@ CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "CPU devices JAX makes (a run spreads its seeds, or one seed's "
     "batch, over them: lstm_jax.devices); 0: one per usable core. "
     "Ignored when XLA_FLAGS sets --xla_force_host_platform_device_count.", lower_bound=0)
+FORCE = flags.DEFINE_bool(
+    "force", False, "Run even when the memory estimate of the training step or the "
+    "evaluation says it does not fit in the free memory (lstm_jax.memory).")
 
 
 def _config_file_args(argv: list[str]) -> list[tuple[str, str]]:
@@ -98,7 +101,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 @contextlib.contextmanager
 def exit_codes() -> Iterator[None]:
   """Map the library's user-facing errors to one stderr line and an exit status:
-  2 bad config or unusable workdir, 3 non-finite values, 128 + signal number
+  2 bad config, a run too big for the memory (``runner.TooBigError``, a
+  ``ConfigError``) or an unusable workdir, 3 non-finite values, 128 + signal number
   after SIGTERM/SIGINT (a checkpoint was saved)."""
   try:
     yield

@@ -4,10 +4,13 @@ Any config field can be overridden, e.g. ``--config.lag=1000``; rerunning with
 the same ``--workdir`` resumes. This file only parses flags; the loop is
 :func:`lstm_jax.runner.train_and_evaluate`.
 
-Rerunning a run that finished prints its summary and changes nothing.
+Rerunning a run that finished prints its summary and changes nothing. Before
+training, the memory the training step and the evaluation need is estimated;
+a run that does not fit is refused unless ``--force``.
 
 Exit status: 0 finished (solved or budget spent, now or before); 2 a missing
-config file, a bad config value or an unusable workdir (one line on stderr); 3 stopped on a non-finite value (summary.json
+config file, a bad config value, a run too big for the memory, or an unusable
+workdir (one line on stderr); 3 stopped on a non-finite value (summary.json
 says where); 128 + signal number after SIGTERM/SIGINT (a checkpoint was saved).
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.cli import exit_codes, parse_flags
+from experiments.cli import FORCE, exit_codes, parse_flags
 from lstm_jax.runner import ON_CONFIG_CHANGE, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -34,7 +37,7 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   with exit_codes():
     summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                                 on_config_change=_ON_CHANGE.value)
+                                 on_config_change=_ON_CHANGE.value, force=FORCE.value)
   print(summary_line(summary))
 
 

@@ -2,7 +2,10 @@
 
 Writes DIR/results.csv, DIR/results.md and DIR/memory_vs_lag.png and prints
 each model's memory horizon. Rerunning with the same DIR skips finished grid
-points. This file only parses flags; the work is :func:`lstm_jax.sweep.run_sweep`.
+points. A point whose run would not fit in memory stops the sweep with one
+line on stderr and exit status 2 when its turn comes (``--force`` runs it
+anyway). This file only parses flags; the work is
+:func:`lstm_jax.sweep.run_sweep`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.cli import exit_codes, parse_flags
+from experiments.cli import FORCE, exit_codes, parse_flags
 from lstm_jax.sweep import memory_horizons, results_markdown, run_sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.",
@@ -25,7 +28,7 @@ def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
   with exit_codes():
-    rows = run_sweep(_CONFIG.value, _WORKDIR.value)
+    rows = run_sweep(_CONFIG.value, _WORKDIR.value, force=FORCE.value)
   print(results_markdown(rows, _CONFIG.value))
   for model, lag in memory_horizons(rows).items():
     print(f"memory horizon {model}: {lag}")

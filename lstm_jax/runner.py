@@ -27,6 +27,12 @@ Rerunning with the same ``workdir`` resumes from the latest checkpoint; the
 per-step data keys (``fold_in(key, step)``) make the resumed run see the same
 batches as an uninterrupted one. Rerunning a run that finished with the same
 config changes nothing and returns its summary.
+
+Before training, the training step and the evaluation are compiled once,
+ahead of time, and XLA's estimate of their memory is compared with what the
+devices have free (:mod:`lstm_jax.memory`); a run that would not fit is
+refused with :class:`TooBigError` unless ``force=True``. The loop then calls
+these compiled programs.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import numpy as np
 from absl import logging
 
 from lstm_jax import config as config_lib
+from lstm_jax import memory
 from lstm_jax import training
 from lstm_jax import workdir as wd
 from lstm_jax.tasks import Task, state_from_json, state_to_json
@@ -84,6 +91,11 @@ class _Writers:
 
 class NonFiniteError(RuntimeError):
   """Training produced a NaN/Inf loss, gradient or parameter (``nonfinite="stop"``)."""
+
+
+class TooBigError(config_lib.ConfigError):
+  """The run's training step or evaluation needs more memory than the devices
+  have free (estimated before training; ``force=True`` runs anyway)."""
 
 
 class Interrupted(RuntimeError):
@@ -222,8 +234,8 @@ def _finished_summary(workdir: str) -> dict[str, Any] | None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       progress: bool = True, on_config_change: str = "refuse"
-                       ) -> dict[str, Any]:
+                       progress: bool = True, on_config_change: str = "refuse",
+                       force: bool = False) -> dict[str, Any]:
   """Train ``config.num_seeds`` models on ``config.task``; return the summary.
 
   Args:
@@ -234,12 +246,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     on_config_change: what to do when ``workdir`` holds a run with another
       config: ``"refuse"`` (default), ``"overwrite"`` (continue from its
       checkpoints with the new config), ``"fresh"`` (discard it).
+    force: run even when the memory estimate says the run does not fit.
 
   Returns:
     The contents of ``summary.json``.
 
   Raises:
     lstm_jax.config.ConfigError: a bad config value (before anything compiles).
+    TooBigError: the run would not fit in memory (a ``ConfigError``; nothing
+      is written to ``workdir``).
     lstm_jax.workdir.WorkdirError: the workdir is not a writable directory,
       is locked or holds another config.
     NonFiniteError: NaN/Inf with ``nonfinite="stop"`` (summary.json says where).
@@ -256,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         "workdir to train again)", workdir)
         return finished
     with _catch_signals() as caught:
-      return _train(config, workdir, task, model, progress, caught)
+      return _train(config, workdir, task, model, progress, caught, force)
 
 
 # ----------------------------------------------------------------------------
@@ -287,9 +302,80 @@ class _Keys:
 
 @dataclasses.dataclass(frozen=True)
 class _Programs:
-  """The run's two programs (jitted; each places its arguments first)."""
+  """The run's two programs, each called on unplaced arguments."""
   chunk: Callable[[training.TrainState, jax.Array], tuple[training.TrainState, dict, dict]]
   evaluate: Callable[[Any, jax.Array], tuple[jax.Array, dict]]
+
+
+def _compiled_call(program: Any, compiled: Any) -> Callable[..., Any]:
+  return lambda tree, keys: compiled(*program.place(tree, keys))
+
+
+def _compile(config: ml_collections.ConfigDict, task: Task, chunk: Any, evaluate: Any,
+             state: training.TrainState, keys: _Keys, force: bool) -> _Programs:
+  """Compile both programs ahead of time; unless ``force``, refuse (raise
+  :class:`TooBigError`) a run that does not fit: first by the size of its
+  batches alone (no compile), then by XLA's estimate of each program."""
+  if not force:
+    _refuse_if_short(config, task, False,
+                     *_batch_shortfalls(config, task, chunk.place(state, keys.data)))
+  train = chunk.lower(state, keys.data).compile()
+  ev = evaluate.lower(state.params, keys.eval).compile()
+  if not force:
+    _refuse_if_short(config, task, True, _compiled_shortfall(train), _compiled_shortfall(ev))
+  return _Programs(_compiled_call(chunk, train), _compiled_call(evaluate, ev))
+
+
+def _batch_shortfalls(config: ml_collections.ConfigDict, task: Task, placed: Any
+                      ) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+  """Shortfalls (:func:`lstm_jax.memory.shortfall`) of a training and an
+  evaluation batch's inputs and outputs, spread over every device of the
+  platform the run's arrays are ``placed`` on: a bound no program beats."""
+  platform = memory.devices_of(placed)[0].platform
+  everywhere = jax.local_devices(backend=platform)
+  per_device = lambda size: memory.batch_bytes(size, task.max_length, task.input_size,
+                                               task.output_size) // len(everywhere)
+  return (memory.shortfall(per_device(config.batch_size), everywhere),
+          memory.shortfall(per_device(_eval_size(config, task)), everywhere))
+
+
+def _compiled_shortfall(compiled: Any) -> tuple[int, int] | None:
+  """The shortfall of a compiled program by XLA's estimate (``None``: it fits
+  or there is no estimate)."""
+  need = memory.compiled_need(compiled)
+  return None if need is None else memory.shortfall(need, memory.devices_of(
+      compiled.input_shardings))
+
+
+def _refuse_if_short(config: ml_collections.ConfigDict, task: Task, compiled: bool,
+                     train: tuple[int, int] | None, ev: tuple[int, int] | None) -> None:
+  """Raise :class:`TooBigError` naming the program(s) whose ``(needed,
+  available)`` bytes (:func:`lstm_jax.memory.shortfall`) is given: by XLA's
+  estimate if ``compiled``, else by the size of the batches alone."""
+  if train is None and ev is None:
+    return
+  bound = "about" if compiled else "at least"
+  parts, fixes = [], []
+  if train is not None:
+    parts.append(f"the training step (batch {config.batch_size:,} x {task.max_length:,} "
+                 f"steps) needs {bound} {memory.format_bytes(train[0])}")
+    remat = compiled and config.remat == "none"
+    fixes.append(("--config.remat=sqrt or " if remat else "") + "a smaller --config.batch_size")
+  least = task.criterion.eval_size
+  if ev is not None:
+    parts.append(f"the evaluation ({_eval_size(config, task):,} sequences) needs {bound} "
+                 f"{memory.format_bytes(ev[0])}")
+    if config.eval_size > least:
+      fixes.append("a smaller --config.eval_size" +
+                   (f" (the criterion needs at least {least:,})" if least else ""))
+  fixes.append("a smaller --config.lag")
+  many = len(parts) > 1
+  source = (f"XLA's estimate of the compiled program{'s' if many else ''}" if compiled
+            else f"{'their' if many else 'its'} batch's inputs and outputs alone")
+  free = min(s[1] for s in (train, ev) if s is not None)
+  raise TooBigError(
+      f"{' and '.join(parts)} of memory ({source}) but {memory.format_bytes(free)} is "
+      f"available; use {', or '.join(fixes)}; --force runs it anyway")
 
 
 # ----------------------------------------------------------------------------
@@ -445,12 +531,13 @@ def _restore(store: wd.CheckpointStore, state: training.TrainState, loop: LoopSt
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, model: Any,
-           progress: bool, caught: list[int]) -> dict[str, Any]:
+           progress: bool, caught: list[int], force: bool) -> dict[str, Any]:
   start = time.time()
   optimizer = training.make_optimizer(**config_lib.optimizer_kwargs(config))
   keys = _Keys(*training.seed_keys(config.seed, config.num_seeds))
   state = training.init_state(model, optimizer, keys.init, task.input_size)
-  programs = _Programs(*_programs(config, task, model, optimizer))
+  programs = _compile(config, task, *_programs(config, task, model, optimizer), state, keys,
+                      force)
   wd.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
   store = wd.CheckpointStore(workdir)
   try:

@@ -57,11 +57,13 @@ def _point_dir(workdir: str, label: str, lag: int) -> str:
   return os.path.join(workdir, f"{safe}_lag{lag}")
 
 
-def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
-              ) -> list[dict[str, Any]]:
+def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
+              force: bool = False) -> list[dict[str, Any]]:
   """Run (or resume) every grid point and write the tables and the plot.
 
-  Every point's config is validated before the first one trains.
+  Every point's config is validated before the first one trains. ``force``:
+  run points whose memory estimate says they do not fit
+  (:func:`lstm_jax.runner.train_and_evaluate`).
 
   Returns:
     One row per (model, lag) with the :data:`COLUMNS`.
@@ -87,7 +89,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, progress: bool 
       with open(done) as f:
         summary = json.load(f)
     else:
-      summary = train_and_evaluate(c, path, progress=progress)
+      summary = train_and_evaluate(c, path, progress=progress, force=force)
     values = [p["metrics"].get(sweep.metric, float("nan")) for p in summary["per_seed"]]
     to_crit = [p["sequences_to_criterion"] for p in summary["per_seed"] if p["solved"]]
     rows.append({

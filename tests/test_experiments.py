@@ -10,12 +10,13 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from lstm_jax import config as config_lib
-from lstm_jax import runner
-from lstm_jax.runner import LoopState, SeedProgress, train_and_evaluate
+from lstm_jax import memory, runner, training
+from lstm_jax.runner import LoopState, SeedProgress, TooBigError, train_and_evaluate
 from lstm_jax.sweep import memory_horizons, run_sweep
 from lstm_jax.tasks import make_task
 from lstm_jax.tasks.criteria import Criterion
@@ -222,3 +223,50 @@ def test_summary_solved_is_all_seeds_and_the_fraction_has_its_own_key():
   assert summary["sequences_to_criterion"] == 160.0 and summary["metrics"]["accuracy"] == 0.9
   loop.seeds[1].solved_step = 20
   assert runner._summary(cfg, task, 40, loop, final, 2.0, "finished", None)["solved"] is True
+
+
+def test_memory_helpers():
+  assert memory.format_bytes(1842565037376) == "1.84 TB" and memory.format_bytes(512) == "512 B"
+  assert memory.parse_meminfo("MemTotal: 10 kB\nMemAvailable:  2048 kB\n") == 2048 * 1024
+  assert memory.batch_bytes(2, 10, 3, 1) == 320
+  free = memory.host_available_bytes()
+  assert free is not None and free > 0
+  cpu = jax.devices("cpu")
+  assert memory.devices_of(jax.device_put(np.zeros(2), cpu[0])) == cpu[:1]
+  assert memory.shortfall(1, cpu) is None
+  need, have = memory.shortfall(free * 4, cpu[:1])  # CPU devices share the host's memory
+  assert need == free * 4 and 0 < have < need
+  assert memory.shortfall(free, cpu[:2])[0] == 2 * free  # conftest: two CPU devices
+
+
+def test_a_run_too_big_for_the_memory_is_refused_unless_forced(tmp_path, monkeypatch):
+  """Refused by the batch size alone before compiling, then by XLA's estimate
+  of the compiled programs; with force the run trains on the programs compiled
+  for the estimate, never compiling through jit."""
+  made = []
+
+  def recording(*args, **kwargs):
+    chunk = make(*args, **kwargs)
+    lower, calls = chunk.lower, []
+    chunk.lower = lambda *a: (calls.append(1), lower(*a))[1]
+    made.append((chunk, calls))
+    return chunk
+
+  make = training.make_train_chunk
+  monkeypatch.setattr(training, "make_train_chunk", recording)
+  cfg = _quick(budget_sequences=80)
+  task = make_task("delayed_recall", lag=3)
+  eval_batch = memory.batch_bytes(max(cfg.eval_size, task.criterion.eval_size),
+                                  task.max_length, task.input_size, task.output_size)
+  monkeypatch.setattr(memory, "host_available_bytes", lambda: 100)
+  with pytest.raises(TooBigError, match=r"needs at least .* but 100 B is available; .*--force"):
+    train_and_evaluate(cfg, str(tmp_path), progress=False)
+  assert made[-1][1] == [] and not (tmp_path / "config.json").exists()  # nothing compiled
+  monkeypatch.setattr(memory, "host_available_bytes", lambda: eval_batch + 1)
+  with pytest.raises(TooBigError, match=r"needs about .* \(XLA's estimate"):
+    train_and_evaluate(cfg, str(tmp_path), progress=False)
+  assert made[-1][1] == [1] and not (tmp_path / "config.json").exists()
+  summary = train_and_evaluate(cfg, str(tmp_path), progress=False, force=True)
+  chunk, calls = made[-1]
+  assert summary["status"] == "finished" and summary["sequences_seen"] == 80
+  assert calls == [1] and chunk.jitted._cache_size() == 0

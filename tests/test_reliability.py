@@ -298,6 +298,16 @@ def test_an_unusable_workdir_is_one_line(tmp_path):
       wd.ensure_dir(str(path))
 
 
+def test_a_run_too_big_for_the_memory_is_refused_before_compiling(tmp_path):
+  # Its batches alone hold 2.4 TB (training) and 78 TB (evaluation).
+  res = subprocess.run([sys.executable, "-m", "experiments.run", "--config=configs/copy.py",
+                        "--config.lag=1000000000", f"--workdir={tmp_path}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  _one_error_line(res, "the training step (batch 32 x 1,000,000,020 steps) needs at least",
+                  "is available", "--force")
+  assert not (tmp_path / "config.json").exists()
+
+
 def test_rerunning_a_finished_run_changes_nothing(tmp_path):
   _run_here(tmp_path, budget_sequences=80)
   files = lambda: {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*")
