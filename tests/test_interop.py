@@ -1,6 +1,8 @@
 """Tests of lstm_jax.interop: torch.nn.LSTM and flax.linen LSTM cell parameters.
 
-torch tests skip when torch is absent; flax tests never import torch.
+torch tests take the ``torch`` fixture (tests/conftest.py): they skip when torch
+is absent, and fail instead where LSTM_JAX_REQUIRE_TORCH=1 (CI); flax tests
+never import torch.
 """
 
 from __future__ import annotations
@@ -84,8 +86,7 @@ def _stack(cell, input_size, num_layers=1, bidirectional=False, seed=0):
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections")
 @pytest.mark.parametrize("case", TORCH_GRID, ids=_ids)
-def test_torch_parity(case):
-  torch = pytest.importorskip("torch")
+def test_torch_parity(case, torch):
   layers, bi, proj, bias, bf = case
   m = _torch_lstm(torch, layers, bi, proj, bias, bf)
   model = interop.from_torch_lstm(_state_dict(m), batch_first=bf)
@@ -116,8 +117,7 @@ def test_torch_parity(case):
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections")
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_torch_lengths_match_packed_sequence(batch_first):
-  torch = pytest.importorskip("torch")
+def test_torch_lengths_match_packed_sequence(batch_first, torch):
   from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
   m = _torch_lstm(torch, 2, True, P, True, batch_first)
   model = interop.from_torch_lstm(_state_dict(m), batch_first=batch_first)
@@ -137,8 +137,7 @@ def test_torch_lengths_match_packed_sequence(batch_first):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_torch_round_trip_state_dict(bias):
-  torch = pytest.importorskip("torch")
+def test_torch_round_trip_state_dict(bias, torch):
   sd = _state_dict(_torch_lstm(torch, 2, True, P, bias, False))
   model = interop.from_torch_lstm(sd)
   back = interop.to_torch_lstm(model)
@@ -161,8 +160,7 @@ def test_torch_round_trip_state_dict(bias):
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections")
-def test_ours_to_torch_module():
-  torch = pytest.importorskip("torch")
+def test_ours_to_torch_module(torch):
   cell = lstm_jax.make_cell("lstmp", H, proj_size=P)
   layers = _stack(cell, I, num_layers=2, bidirectional=True)
   sd = interop.to_torch_lstm(layers, cell, bidirectional=True)
@@ -207,28 +205,27 @@ def test_torch_state_helpers_order():
 # torch: bad input.
 
 
-def _sd(**kw):
-  torch = pytest.importorskip("torch")
+def _sd(torch, **kw):
   return _state_dict(_torch_lstm(torch, **kw))
 
 
-def test_torch_missing_key():
-  sd = _sd(layers=2, bi=True, proj=0, bias=True, bf=False)
+def test_torch_missing_key(torch):
+  sd = _sd(torch, layers=2, bi=True, proj=0, bias=True, bf=False)
   del sd["weight_hh_l1_reverse"]
   with pytest.raises(ValueError, match=r"'weight_hh_l1_reverse'.* missing.*\(20, 5\)"):
     interop.from_torch_lstm(sd)
-  sd = _sd(layers=1, bi=False, proj=0, bias=True, bf=False)
+  sd = _sd(torch, layers=1, bi=False, proj=0, bias=True, bf=False)
   del sd["bias_hh_l0"]
   with pytest.raises(ValueError, match=r"'bias_hh_l0'.* missing"):
     interop.from_torch_lstm(sd)
 
 
-def test_torch_wrong_shape():
-  sd = _sd(layers=2, bi=False, proj=P, bias=True, bf=False)
+def test_torch_wrong_shape(torch):
+  sd = _sd(torch, layers=2, bi=False, proj=P, bias=True, bf=False)
   sd["weight_ih_l1"] = np.zeros((4 * H, H), np.float32)  # layer 1 reads P features
   with pytest.raises(ValueError, match=r"'weight_ih_l1'.*expected shape \(20, 2\).*got \(20, 5\)"):
     interop.from_torch_lstm(sd)
-  sd = _sd(layers=1, bi=False, proj=0, bias=True, bf=False)
+  sd = _sd(torch, layers=1, bi=False, proj=0, bias=True, bf=False)
   sd["bias_hh_l0"] = np.zeros((7,), np.float32)
   with pytest.raises(ValueError, match=r"'bias_hh_l0'.*expected shape \(20,\).*got \(7,\)"):
     interop.from_torch_lstm(sd)
@@ -237,15 +234,15 @@ def test_torch_wrong_shape():
     interop.from_torch_lstm(sd)
 
 
-def test_torch_unknown_key():
-  sd = _sd(layers=1, bi=False, proj=0, bias=True, bf=False)
+def test_torch_unknown_key(torch):
+  sd = _sd(torch, layers=1, bi=False, proj=0, bias=True, bf=False)
   sd["lstm.weight_ih_l0"] = sd["weight_ih_l0"]
   with pytest.raises(ValueError, match=r"'lstm.weight_ih_l0'\] is not a torch.nn.LSTM parameter"):
     interop.from_torch_lstm(sd)
 
 
-def test_torch_bad_initial_state():
-  sd = _sd(layers=2, bi=True, proj=0, bias=True, bf=False)
+def test_torch_bad_initial_state(torch):
+  sd = _sd(torch, layers=2, bi=True, proj=0, bias=True, bf=False)
   model = interop.from_torch_lstm(sd)
   xs = np.zeros((T, B, I), np.float32)
   with pytest.raises(ValueError, match=r"h_0: expected shape \(4, 4, 5\)"):
