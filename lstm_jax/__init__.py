@@ -4,14 +4,14 @@ Layers of the library (each imports only the ones before it)::
 
     checks    the argument checks every layer uses (one line: field, value, allowed)
     gates     the four parts of the cell: i, f, o gates, cell update, h = o * tanh(c)
-    cells     one step of an LSTM variant, GRU or Elman RNN; Cell descriptions
     init      initialisers by name (forget bias, chrono, orthogonal, 1997 scheme)
+    cells     one step of an LSTM variant, GRU or Elman RNN; Cell descriptions
     fused     a whole LSTM layer with a hand-written backward pass (the default
               where it applies; see sequence.IMPLS)
     sequence  lax.scan over time: lengths, reverse, stacks, bidirectional
-    linen     flax.linen cells over the same functions
+    interop   parameters and carries from/to torch.nn.LSTM and Flax's LSTM cells
+    linen     flax.linen cells over the same functions (drop-ins for Flax's LSTM cells)
     nnx       flax.nnx cells over the same functions
-    interop   parameters from/to torch.nn.LSTM and flax.linen LSTM cells
     devices   a function with a leading axis (seeds, or batch rows) split over
               devices; the placement of a run; how many CPU devices JAX makes
     models, training, config, runner, sweep, tasks   the experiment layer
