@@ -171,12 +171,6 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
   return Built(task, model, placement)
 
 
-def validate(config: ml_collections.ConfigDict) -> tuple[Task, SequenceModel]:
-  """``(task, model)`` of :func:`build` (checks everything the same way)."""
-  built = build(config)
-  return built.task, built.model
-
-
 def _get(c: ml_collections.ConfigDict, field: str) -> Any:
   for part in field.split("."):
     c = c[part]

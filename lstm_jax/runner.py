@@ -55,6 +55,7 @@ from lstm_jax import config as config_lib
 from lstm_jax import memory
 from lstm_jax import training
 from lstm_jax import workdir as wd
+from lstm_jax.devices import Placement
 from lstm_jax.tasks import Task, state_from_json, state_to_json
 from lstm_jax.tasks.criteria import Criterion, State
 
@@ -260,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     NonFiniteError: NaN/Inf with ``nonfinite="stop"`` (summary.json says where).
     Interrupted: SIGTERM/SIGINT (after saving a checkpoint).
   """
-  task, model = config_lib.validate(config)
+  task, model, placement = config_lib.build(config)
   with wd.locked(workdir) as notes:
     for note in notes:
       logging.warning("%s: %s", workdir, note)
@@ -271,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         "workdir to train again)", workdir)
         return finished
     with _catch_signals() as caught:
-      return _train(config, workdir, task, model, progress, caught, force)
+      return _train(config, workdir, task, model, placement, progress, caught, force)
 
 
 # ----------------------------------------------------------------------------
@@ -283,10 +284,9 @@ def _eval_size(config: ml_collections.ConfigDict, task: Task) -> int:
 
 
 def _programs(config: ml_collections.ConfigDict, task: Task, model: Any,
-              optimizer: Any) -> tuple[Any, Any]:
+              placement: Placement, optimizer: Any) -> tuple[Any, Any]:
   """The run's train chunk (``log_every`` updates) and evaluation, not yet
   compiled (:func:`lstm_jax.training.make_train_chunk`, ``make_eval``)."""
-  placement = config_lib.build(config).placement
   chunk = training.make_train_chunk(model, task, optimizer, config.batch_size, config.log_every,
                                     placement, skip_nonfinite=config.nonfinite == "skip")
   evaluate = training.make_eval(model, task, _eval_size(config, task), placement)
@@ -531,13 +531,13 @@ def _restore(store: wd.CheckpointStore, state: training.TrainState, loop: LoopSt
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, model: Any,
-           progress: bool, caught: list[int], force: bool) -> dict[str, Any]:
+           placement: Placement, progress: bool, caught: list[int], force: bool) -> dict[str, Any]:
   start = time.time()
   optimizer = training.make_optimizer(**config_lib.optimizer_kwargs(config))
   keys = _Keys(*training.seed_keys(config.seed, config.num_seeds))
   state = training.init_state(model, optimizer, keys.init, task.input_size)
-  programs = _compile(config, task, *_programs(config, task, model, optimizer), state, keys,
-                      force)
+  programs = _compile(config, task, *_programs(config, task, model, placement, optimizer),
+                      state, keys, force)
   wd.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
   store = wd.CheckpointStore(workdir)
   try:

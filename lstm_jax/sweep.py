@@ -77,7 +77,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, progress: bool 
   points = [(m, lag, point_config(sweep, m, lag)) for m in sweep.models for lag in sweep.lags]
   for m, lag, c in points:
     try:
-      config_lib.validate(c)
+      config_lib.build(c)
     except config_lib.ConfigError as err:
       raise config_lib.ConfigError(f"sweep point {m['label']} lag={lag}: {err}") from None
   wd.ensure_dir(workdir)

@@ -48,7 +48,7 @@ def test_every_config_file_builds_its_task_and_model():
     module = importlib.import_module(f"configs.{name}")
     assert "Command:" in module.__doc__ and "Expected" in module.__doc__, name
     for arg in (None, "quick"):
-      task, model = config_lib.validate(module.get_config(arg))
+      task, model, _ = config_lib.build(module.get_config(arg))
       assert task.name == module.get_config(arg).task and model.output_size == task.output_size
 
 
@@ -71,17 +71,17 @@ def test_every_config_file_builds_its_task_and_model():
 ])
 def test_bad_config_values_name_the_field(field, value, pattern):
   with pytest.raises(config_lib.ConfigError, match=pattern):
-    config_lib.validate(_quick(**{field: value}))
+    config_lib.build(_quick(**{field: value}))
 
 
 def test_fused_impl_refused_where_it_does_not_apply():
   with pytest.raises(config_lib.ConfigError, match=r"config.impl='fused' .*remat='sqrt'"):
-    config_lib.validate(_quick(impl="fused", remat="sqrt"))
+    config_lib.build(_quick(impl="fused", remat="sqrt"))
   with pytest.raises(config_lib.ConfigError, match=r"config.impl='fused' .*cell kind 'gru'"):
     cfg = _quick(impl="fused")
     cfg.model.cell = "gru"
-    config_lib.validate(cfg)
-  config_lib.validate(_quick(impl="fused"))
+    config_lib.build(cfg)
+  config_lib.build(_quick(impl="fused"))
 
 
 def test_run_with_fused_and_plain_layers_agree(tmp_path):

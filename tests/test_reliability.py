@@ -73,7 +73,7 @@ def _final_params(workdir):
   cfg = config_lib.default_config()
   cfg.update_from_flattened_dict(wd.flatten(json.loads(
       (pathlib.Path(workdir) / "config.json").read_text())))
-  task, model = config_lib.validate(cfg)
+  task, model, _ = config_lib.build(cfg)
   opt = training.make_optimizer(**config_lib.optimizer_kwargs(cfg))
   like = training.init_state(model, opt, training.seed_keys(cfg.seed, cfg.num_seeds)[0],
                              task.input_size)
