@@ -9,7 +9,6 @@ import contextlib
 import re
 
 import flax.linen as nn
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +19,9 @@ import lstm_jax as L
 from lstm_jax import interop
 from lstm_jax import linen as lnn
 from lstm_jax import nnx as lnnx
+
+import test_linen as linen_tests
+from test_linen import TOL, _assert_same
 
 B, T, I, H, P = 2, 5, 3, 4, 2
 LENGTHS = jnp.array([5, 2])
@@ -229,7 +231,6 @@ def test_bad_arguments_raise():
 # random params (biases too), is the reference; ours holds the same params
 # through lstm_jax.interop.
 
-TOL = dict(rtol=1e-6, atol=1e-6)  # float32 rounding
 NORMAL = nnx.initializers.normal(0.5)  # a random carry_init, shared by both sides
 
 
@@ -243,21 +244,9 @@ def _flax_and_ours(seed: int = 0, **kwargs) -> tuple[nnx.Module, lnnx.LSTMCell]:
   return flax_cell, lnnx.LSTMCell(I, H, params=params, **kwargs)
 
 
-def _assert_same(got, want, **tol) -> None:
-  """Same pytree structure (tuples stay tuples), shapes and dtypes; values close."""
-  chex.assert_trees_all_equal_shapes_and_dtypes(got, want)
-  chex.assert_trees_all_close(got, want, **(tol or TOL))
-
-
-# (nnx.RNN options, call arguments, input shape): every option of nnx.RNN.
-RNN_CASES = {
-    "plain": ({}, {}, (B, T, I)),
-    "lengths": ({}, {"seq_lengths": LENGTHS}, (B, T, I)),
-    "reverse_keep_order_lengths": ({"reverse": True, "keep_order": True},
-                                   {"seq_lengths": LENGTHS}, (B, T, I)),
-    "time_major_unroll": ({"time_major": True, "unroll": 2}, {}, (T, B, I)),
-    "batch_axes": ({}, {}, (2, 3, T, I)),
-}
+# Every option of nnx.RNN, as in the linen tests: (RNN options, call arguments,
+# input shape).
+RNN_CASES = linen_tests.RNN_CASES
 
 
 @pytest.mark.parametrize("case", list(RNN_CASES))
