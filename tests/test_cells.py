@@ -247,6 +247,64 @@ def test_lstm_steps_match_reference(name):
     h, c, gts = ref["h"], ref["c"], ref["gates"]
 
 
+def _swap_blocks(p, a, b, order="ifgo", hsz=H):
+  """``p`` with gate blocks ``a`` and ``b`` of the fused w_x, w_h and b exchanged."""
+  out = dict(p)
+  ka, kb = order.index(a), order.index(b)
+  for key in ("w_x", "w_h", "b"):
+    v = np.array(p[key])
+    sa, sb = slice(ka * hsz, (ka + 1) * hsz), slice(kb * hsz, (kb + 1) * hsz)
+    v[..., sa], v[..., sb] = p[key][..., sb], p[key][..., sa]
+    out[key] = v
+  return out
+
+
+@pytest.mark.parametrize("a, b", [("i", "f"), ("g", "o"), ("i", "g"), ("f", "o")])
+def test_fused_gate_blocks_are_read_in_order_i_f_g_o(a, b):
+  """The fused kernels hold the blocks in the documented order i, f, g, o: the
+  reference, reading them in that order, matches the cell step and the
+  sequence layer, and the same parameters with two blocks exchanged give
+  clearly different outputs (so a cell reading another order fails)."""
+  spec = SPECS["vanilla"]
+  rng = np.random.default_rng(31)
+  per, p = make_lstm_params(rng, spec)
+  # Distinct per-gate biases so that every exchange changes the gates.
+  p["b"] = p["b"] + np.repeat([1.5, -1.0, 0.5, 2.5], H)
+  for k, n in enumerate("ifgo"):
+    per[n]["b"] = p["b"][k * H:(k + 1) * H]
+  h, c, _ = random_lstm_carry(rng, spec)
+  xs = rng.normal(size=(3, B, I))
+  ref_h, ref_c = [], []
+  hh, cc = h, c
+  for t in range(3):
+    ref = ref_lstm_step(spec, per, p, hh, cc, None, xs[t])
+    hh, cc = ref["h"], ref["c"]
+    ref_h.append(hh)
+    ref_c.append(cc)
+  ref_h = np.stack(ref_h, axis=1)                       # [B, T, H]
+  cell = cell_for("vanilla")
+
+  def run(params):
+    carry = LSTMState(jnp.asarray(h, jnp.float32), jnp.asarray(c, jnp.float32), None)
+    ys = []
+    for t in range(3):
+      carry, y = cell.step(params, carry, jnp.asarray(xs[t], jnp.float32))
+      ys.append(np.asarray(y, np.float64))
+    return np.stack(ys, axis=1), np.asarray(carry.c, np.float64)
+
+  ys, c_last = run(to_jnp(p))
+  assert_close(ys, ref_h, "step outputs")
+  assert_close(c_last, ref_c[-1], "step final c")
+  init = LSTMState(jnp.asarray(h, jnp.float32), jnp.asarray(c, jnp.float32), None)
+  xs_b = jnp.asarray(np.swapaxes(xs, 0, 1), jnp.float32)
+  for impl in ("scan", "fused"):
+    ys_rnn, final = lstm_jax.rnn(cell, to_jnp(p), xs_b, init, impl=impl)
+    assert_close(ys_rnn, ref_h, f"rnn impl={impl} outputs")
+    assert_close(final.c, ref_c[-1], f"rnn impl={impl} final c")
+  swapped, swapped_c = run(to_jnp(_swap_blocks(p, a, b)))
+  assert np.max(np.abs(swapped - ref_h)) > 0.05 or np.max(np.abs(swapped_c - ref_c[-1])) > 0.05
+
+
 CUSTOM = [
     (LSTMVariant(peepholes=True, layer_norm=True), _spec(peep=True, ln=True)),
     (LSTMVariant(forget_gate="coupled", layer_norm=True, output_activation="identity"),
@@ -578,32 +636,81 @@ def test_layernorm_normalises_cell_before_tanh():
 # Carry dtypes.
 
 
+U_BF16 = 2.0 ** -8   # bfloat16 unit roundoff: 8 significand bits, round to nearest
+
+
+def _reference_case(name, rng):
+  """Random parameters (float64, library layout), a random carry (NumPy
+  arrays in the library's carry structure) and the reference step
+  ``(carry, x) -> (carry, y)``."""
+  if name in ("gru", "elman"):
+    if name == "gru":
+      per, p = make_gru_params(rng)
+      step = lambda h, x: ref_gru_step(per, p["b_hn"], h, x)           # noqa: E731
+    else:
+      p = make_elman_params(rng)
+      step = lambda h, x: ref_elman_step(p["w_x"], p["w_h"], p["b"], h, x)  # noqa: E731
+    return p, rng.normal(size=(B, H)) * 0.5, lambda h, x: (lambda n: (n, n))(step(h, x))
+  spec = SPECS[name]
+  per, p = make_lstm_params(rng, spec)
+
+  def lstm_step(carry, x):
+    ref = ref_lstm_step(spec, per, p, carry.h, carry.c, carry.gates, x)
+    return LSTMState(ref["h"], ref["c"], ref["gates"]), ref["h"]
+  return p, LSTMState(*random_lstm_carry(rng, spec)), lstm_step
+
+
+def _rounded(tree, dtype):
+  """NumPy float64 values of ``tree`` rounded to ``dtype``."""
+  return jax.tree_util.tree_map(lambda a: np.asarray(jnp.asarray(a, dtype), np.float64), tree)
+
+
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_bfloat16_input_keeps_float32_carry(name):
+  """A bfloat16 input with float32 parameters promotes to float32 in the
+  matmul, so the input's own rounding is the only bfloat16 rounding: the
+  outputs equal the reference at the rounded input to float32 accuracy."""
+  rng = np.random.default_rng(2)
+  p, carry0, ref_step = _reference_case(name, rng)
   cell = cell_for(name)
-  params = cell.init(jax.random.key(1), I)
-  carry = cell.initial_state(B, jnp.float32)
-  x = jnp.asarray(np.random.default_rng(2).normal(size=(B, I)), jnp.bfloat16)
-  for _ in range(2):
+  params = to_jnp(p)
+  carry, ref_carry = to_jnp(carry0), _rounded(carry0, jnp.float32)
+  for t in range(2):
+    x = jnp.asarray(rng.normal(size=(B, I)), jnp.bfloat16)
     carry, y = cell.step(params, carry, x)
+    ref_carry, ref_y = ref_step(ref_carry, np.asarray(x, np.float64))
+    assert_close(y, ref_y, f"{name} step {t} y")
+    for got, want in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(ref_carry)):
+      assert_close(got, want, f"{name} step {t} carry")
   leaves = jax.tree_util.tree_leaves(carry)
   assert leaves and all(leaf.dtype == jnp.float32 for leaf in leaves), \
       [leaf.dtype for leaf in leaves]
-  assert y.shape == (B, cell.output_size)
-  assert np.all(np.isfinite(np.asarray(y, np.float32)))
+  assert y.dtype == jnp.float32 and y.shape == (B, cell.output_size)
 
 
 @pytest.mark.parametrize("name", ["vanilla", "fgr", "layernorm", "lstmp", "gru", "elman"])
 def test_bfloat16_carry_stays_bfloat16(name):
+  """A bfloat16 carry with float32 parameters and input: the step computes in
+  float32 (bfloat16 operands promote) and rounds the new carry and output to
+  bfloat16 once, so each differs from the reference at the (rounded) carry by
+  at most one rounding, 2^-8 of its value, plus float32 error (1e-5)."""
+  rng = np.random.default_rng(3)
+  p, carry0, ref_step = _reference_case(name, rng)
   cell = cell_for(name)
-  params = cell.init(jax.random.key(1), I)
-  carry = cell.initial_state(B, jnp.bfloat16)
-  x = jnp.asarray(np.random.default_rng(3).normal(size=(B, I)), jnp.float32)
-  carry, y = cell.step(params, carry, x)
-  leaves = jax.tree_util.tree_leaves(carry)
+  carry = to_jnp(carry0, jnp.bfloat16)
+  x = rng.normal(size=(B, I))
+  new_carry, y = cell.step(to_jnp(p), carry, jnp.asarray(x, jnp.float32))
+  ref_carry, ref_y = ref_step(_rounded(carry0, jnp.bfloat16), x)
+  leaves = jax.tree_util.tree_leaves(new_carry)
   assert leaves and all(leaf.dtype == jnp.bfloat16 for leaf in leaves), \
       [leaf.dtype for leaf in leaves]
   assert y.dtype == jnp.bfloat16
+  tol = dict(rtol=U_BF16 + 1e-5, atol=1e-6)
+  assert_close(y, ref_y, f"{name} y", tol)
+  for got, want in zip(leaves, jax.tree_util.tree_leaves(ref_carry)):
+    assert_close(got, want, f"{name} carry", tol)
+  # The rounding is visible: the output is not the float32 value.
+  assert np.abs(np.asarray(y, np.float64) - ref_y).max() > 1e-5
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)
