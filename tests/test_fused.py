@@ -112,6 +112,23 @@ def _sigmoid(z):
   return 1.0 / (1.0 + np.exp(-z))
 
 
+def _numpy_rnn(params, xs):
+  """Independent float64 loop of the vanilla LSTM (blocks i, f, g, o) over
+  ``xs [B, T, I]`` from a zero state; returns the outputs ``[B, T, H]``."""
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  xs = np.asarray(xs, np.float64)
+  hid = p["w_h"].shape[0]
+  h, c = np.zeros((xs.shape[0], hid)), np.zeros((xs.shape[0], hid))
+  ys = []
+  for t in range(xs.shape[1]):
+    z = xs[:, t] @ p["w_x"] + h @ p["w_h"] + p["b"]
+    i, f, g, o = (z[:, k * hid:(k + 1) * hid] for k in range(4))
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    h = _sigmoid(o) * np.tanh(c)
+    ys.append(h)
+  return np.stack(ys, axis=1)
+
+
 def test_numpy_reference_and_numerical_gradients():
   """Fused outputs against a NumPy loop (float64), and gradients of first and
   second order against finite differences."""
@@ -119,15 +136,7 @@ def test_numpy_reference_and_numerical_gradients():
     cell = L.make_cell("vanilla", H)
     params, xs = _problem(cell, dtype=jnp.float64)
     ys, _ = L.rnn(cell, params[0], xs, impl="fused")
-    p = {k: np.asarray(v) for k, v in params[0].items()}
-    for b in range(B):
-      h, c = np.zeros(H), np.zeros(H)
-      for t in range(T):
-        z = np.asarray(xs[b, t]) @ p["w_x"] + h @ p["w_h"] + p["b"]
-        i, f, g, o = (z[k * H:(k + 1) * H] for k in range(4))
-        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-        h = _sigmoid(o) * np.tanh(c)
-        np.testing.assert_allclose(ys[b, t], h, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ys, _numpy_rnn(params[0], xs), rtol=1e-12, atol=1e-12)
 
     def f(params, xs):
       ys, _ = L.rnn(cell, params, xs, lengths=LENGTHS, impl="fused")
@@ -193,7 +202,8 @@ def test_fallback_to_plain_scan(name, options, reason):
   scan = jax.grad(loss("scan"))(params)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b), auto, scan)
   assert not _uses_custom_vjp(loss("auto"), params)
-  with pytest.raises(ValueError, match=f"impl='fused' is not allowed; the fused layer does not cover.*{reason}"):
+  with pytest.raises(ValueError,
+                     match=f"impl='fused' is not allowed; the fused layer does not cover.*{reason}"):
     L.stacked_rnn(cell, params, xs, impl="fused", **options)
 
 
@@ -215,10 +225,17 @@ def test_forward_mode_needs_plain_scan():
   VJP, refuses it (as documented)."""
   cell = L.make_cell("vanilla", H)
   params, xs = _problem(cell)
-  tangent = jnp.ones_like(xs)
+  tangent = jax.random.normal(jax.random.key(4), xs.shape)
   run = lambda impl: (lambda x: L.rnn(cell, params[0], x, impl=impl)[0])
-  _, out = jax.jvp(run("scan"), (xs,), (tangent,))
-  assert out.shape == (B, T, H) and np.isfinite(np.asarray(out)).all()
+  primal, out = jax.jvp(run("scan"), (xs,), (tangent,))
+  # Against central differences of the NumPy float64 loop (step 1e-5: truncation
+  # ~1e-10, rounding ~1e-11); the float32 JVP is good to ~1e-6.
+  eps, x64, t64 = 1e-5, np.asarray(xs, np.float64), np.asarray(tangent, np.float64)
+  numeric = (_numpy_rnn(params[0], x64 + eps * t64)
+             - _numpy_rnn(params[0], x64 - eps * t64)) / (2 * eps)
+  np.testing.assert_allclose(primal, _numpy_rnn(params[0], x64), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out, numeric, rtol=1e-4, atol=1e-5)
+  assert np.abs(numeric).max() > 0.1                  # the tangent moves the outputs
   with pytest.raises(TypeError, match="custom_vjp"):
     jax.jvp(run("fused"), (xs,), (tangent,))
 

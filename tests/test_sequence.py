@@ -244,18 +244,61 @@ def test_works_under_user_jit_with_traced_lengths(lstm):
                              L.rnn(cell, params, xs, lengths=LENGTHS)[1].c, atol=1e-6)
 
 
+def _bf16_rounding_bound(params, xs):
+  """First-order bound on how far one vanilla LSTM layer's outputs ``[T, H]``
+  and final ``c`` move when ``x``, ``W_x``, ``W_h`` and ``b`` are rounded to
+  bfloat16 and so is ``x @ W_x`` (the matmul of two bfloat16 operands), the
+  state and the rest staying float32. Each rounding is a relative error of at
+  most u = 2^-8, so a pre-activation moves by at most
+  ``dz = 3u |x||W_x| + u |h||W_h| + u |b| + |dh_prev||W_h|``; the gates by
+  ``s(1 - s) dz`` (sigmoid) or ``(1 - g^2) dz`` (tanh), and ``c = f c + i g``,
+  ``h = o tanh(c)`` pass that on to the state."""
+  u = 2.0 ** -8
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  hid = p["w_h"].shape[0]
+  h, c, dh, dc = (np.zeros(hid) for _ in range(4))
+  bounds = []
+  for x in np.asarray(xs, np.float64):
+    z = x @ p["w_x"] + h @ p["w_h"] + p["b"]
+    dz = (3 * u * np.abs(x) @ np.abs(p["w_x"]) + u * np.abs(h) @ np.abs(p["w_h"])
+          + u * np.abs(p["b"]) + dh @ np.abs(p["w_h"]))
+    (zi, zf, zg, zo), (di, df, dg, do) = (np.split(v, 4) for v in (z, dz))
+    i, f, g, o = _sigmoid(zi), _sigmoid(zf), np.tanh(zg), _sigmoid(zo)
+    dc = (f * dc + np.abs(c) * f * (1 - f) * df + np.abs(g) * i * (1 - i) * di
+          + i * (1 - g * g) * dg)
+    c = f * c + i * g
+    dh = np.abs(np.tanh(c)) * o * (1 - o) * do + o * (1 - np.tanh(c) ** 2) * dc
+    h = o * np.tanh(c)
+    bounds.append(dh)
+  return np.stack(bounds), dc
+
+
 def test_bfloat16_inputs_with_float32_state(lstm):
   cell, params = lstm
   xs = _xs(16)
-  ys32, f32 = L.rnn(cell, params, xs)
   bf16_init = cell.init(jax.random.key(0), I, jnp.bfloat16)
   assert all(a.dtype == jnp.bfloat16 for a in jax.tree_util.tree_leaves(bf16_init))
-  for p in (params, jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)):
-    ys, final = L.rnn(cell, p, xs.astype(jnp.bfloat16))
-    assert final.c.dtype == jnp.float32 and final.h.dtype == jnp.float32
-    assert ys.dtype == jnp.float32
-    np.testing.assert_allclose(ys, ys32, atol=5e-2)
-    np.testing.assert_allclose(final.c, f32.c, atol=5e-2)
+  xs16 = xs.astype(jnp.bfloat16)
+  # float32 parameters: the bfloat16 input promotes to float32 in the matmul,
+  # so the run is the float32 one at the rounded input (float32 accuracy).
+  ys, final = L.rnn(cell, params, xs16)
+  assert final.c.dtype == jnp.float32 and final.h.dtype == jnp.float32
+  assert ys.dtype == jnp.float32
+  for b in range(B):
+    ref_ys, _, ref_c = _numpy_lstm(params, np.asarray(xs16[b], np.float64))
+    np.testing.assert_allclose(ys[b], ref_ys, atol=1e-5)
+    np.testing.assert_allclose(final.c[b], ref_c, atol=1e-5)
+  # bfloat16 parameters: within the first-order rounding bound of the float32
+  # reference (plus 1e-5 of float32 error), which is far below the outputs.
+  p16 = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)
+  ys, final = L.rnn(cell, p16, xs16)
+  assert final.c.dtype == jnp.float32 and ys.dtype == jnp.float32
+  for b in range(B):
+    ref_ys, _, ref_c = _numpy_lstm(params, xs[b])
+    bound_ys, bound_c = _bf16_rounding_bound(params, xs[b])
+    assert np.all(np.abs(np.asarray(ys[b], np.float64) - ref_ys) <= bound_ys + 1e-5)
+    assert np.all(np.abs(np.asarray(final.c[b], np.float64) - ref_c) <= bound_c + 1e-5)
+    assert bound_ys.max() < 0.1 * np.abs(ref_ys).max()
 
 
 @pytest.mark.parametrize("name", ["vanilla", "gru"])
