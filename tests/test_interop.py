@@ -187,6 +187,9 @@ def test_torch_model_is_a_pytree_and_jits():
   ref, (ref_h, ref_c) = model(xs)
   _close(out, ref, 1e-6)
   assert h_n.shape == (1, B, H) and c_n.shape == (1, B, H)
+  _close(h_n, ref_h, 1e-6)
+  _close(c_n, ref_c, 1e-6)
+  _close(h_n[0], out[-1], 1e-6)     # one forward layer, full lengths: h_n is the last output
   assert not any(k.startswith("bias") for k in interop.to_torch_lstm(layers, cell))
 
 

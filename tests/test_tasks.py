@@ -64,6 +64,15 @@ def _wrong_outputs(task, batch) -> np.ndarray:
   return np.zeros(batch.inputs.shape[:2] + (task.output_size,), np.float32)
 
 
+def _ks_uniform(samples, lo, hi) -> float:
+  """Kolmogorov-Smirnov statistic of ``samples`` against U[lo, hi]; below
+  1.95 / sqrt(n) at the 0.1% level."""
+  x = np.sort(np.asarray(samples, np.float64).ravel())
+  cdf = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+  n = len(x)
+  return max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+
+
 # ----------------------------------------------------------------------------
 # Registry, hashing, argument errors.
 
@@ -301,6 +310,7 @@ def test_adding_le_markers_and_targets():
   t, half = task.lag, task.lag // 2
   values, markers = batch.inputs[..., 0], batch.inputs[..., 1]
   assert values.min() >= 0 and values.max() <= 1
+  assert _ks_uniform(values, 0.0, 1.0) < 1.95 / math.sqrt(values.size)     # U[0, 1]
   assert (markers[:, :half].sum(1) == 1).all() and (markers[:, half:].sum(1) == 1).all()
   np.testing.assert_allclose(batch.targets[:, -1, 0], (values * markers).sum(1), rtol=1e-6)
   assert (batch.mask[:, -1] == 1).all() and batch.mask.sum() == B
@@ -346,6 +356,12 @@ def test_hs4_hs5_markers_lengths_and_targets(name):
   # First pair marked as X1 (the other mark beyond the first 10): X1 := 0 / 1.
   forced = first_marked & (b >= 10)
   assert forced.any()
+  # Values of the real steps other than the first (which X1 := 0 / 1 may
+  # replace): U[-1, 1] (Exp 4) or U[0, 1] (Exp 5).
+  real = (np.arange(markers.shape[1])[None] < lengths[:, None])
+  real[:, 0] = False
+  lo = -1.0 if name == "hs4_adding" else 0.0
+  assert _ks_uniform(values[real], lo, 1.0) < 1.95 / math.sqrt(real.sum())
   if name == "hs4_adding":
     assert values.min() >= -1 and values.max() <= 1 and values.min() < -0.9
     np.testing.assert_allclose(target, 0.5 + (x1 + x2) / 4, rtol=1e-6)
