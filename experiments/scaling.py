@@ -9,7 +9,7 @@ B=8, H=64, I=1, O=1 by default, for each ``remat`` policy; ``--run`` also
 executes the step once and reports its time and whether every gradient is
 finite. ``seeds``: training throughput (sequences/s of all seeds together,
 median of rounds) of S independently initialised models trained as one
-program (lstm_jax.ensemble: vmapped or one by one on each device, spread over
+program (lstm_jax.devices: vmapped or one by one on each device, spread over
 1..n devices), against the first row, at (B, T, I, H) = (32, 100, 8, 128) by
 default. On a CPU the command makes as many JAX CPU devices as the largest
 ``--devices`` entry asks for.

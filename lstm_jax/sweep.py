@@ -1,6 +1,6 @@
-"""Lag sweeps: a grid of lags x models, each point trained for several seeds at
-together (one program, lstm_jax.ensemble), summarised as a table, a plot and each model's
-memory horizon.
+"""Lag sweeps: a grid of lags x models, each point's seeds trained together
+(one program, lstm_jax.devices), summarised as a table, a plot and each
+model's memory horizon.
 
 A sweep config (``configs/sweeps/<name>.py``) has::
 

@@ -1,7 +1,7 @@
 """Shared test setup.
 
 The test process has two CPU devices, so runs with several seeds split them
-across devices (lstm_jax.ensemble) as they do on a multi-core machine.
+across devices (lstm_jax.devices) as they do on a multi-core machine.
 
 PyTorch is optional: tests that compare against it take the ``torch``
 fixture, which skips them when torch cannot be imported. Setting
