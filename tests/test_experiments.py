@@ -11,7 +11,9 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lstm_jax import config as config_lib
@@ -96,22 +98,77 @@ def test_run_with_fused_and_plain_layers_agree(tmp_path):
   np.testing.assert_allclose([l["loss"] for l in la], [l["loss"] for l in lb], rtol=1e-4)
 
 
+def _reference_training(cfg, steps):
+  """Per update, the loss and the unclipped gradient norm of seed 0 trained
+  outside the runner, one jitted update at a time: the initial parameters of
+  its init key, batch ``n`` drawn with ``fold_in(data_key, n)``, and the
+  config's optimizer (global-norm clipping, then Adam at a constant rate)
+  written out with optax."""
+  task, model, _ = config_lib.build(cfg)
+  init_keys, data_keys, _ = training.seed_keys(cfg.seed, 1)
+  assert cfg.optimizer.name == "adam" and cfg.optimizer.schedule == "constant"
+  opt = optax.chain(optax.clip_by_global_norm(cfg.optimizer.grad_clip),
+                    optax.adam(cfg.optimizer.learning_rate))
+  initial = training.init_state(model, opt, init_keys, task.input_size)
+  params = jax.tree_util.tree_map(lambda x: x[0], initial.params)
+
+  @jax.jit
+  def update(params, opt_state, n):
+    batch = task.sample(jax.random.fold_in(data_keys[0], n), cfg.batch_size)
+    loss_fn = lambda p: task.loss(model.apply(p, batch.inputs, batch.lengths), batch)
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, norm
+
+  opt_state, losses, norms = opt.init(params), [], []
+  for n in range(steps):
+    params, opt_state, loss, norm = update(params, opt_state, n)
+    losses.append(float(loss))
+    norms.append(float(norm))
+  return np.array(losses), np.array(norms)
+
+
 def test_end_to_end_run_writes_every_output(tmp_path):
-  summary = train_and_evaluate(_quick(), str(tmp_path), progress=False)
+  cfg = _quick()
+  summary = train_and_evaluate(cfg, str(tmp_path), progress=False)
   for name in ("config.json", "metrics.jsonl", "summary.json"):
     assert (tmp_path / name).is_file()
   assert list((tmp_path / "tensorboard").iterdir())
   assert list((tmp_path / "checkpoints").iterdir())
   on_disk = json.loads((tmp_path / "summary.json").read_text())
+  assert on_disk == json.loads(json.dumps(summary))
   for key in ("task", "model", "lag", "solved", "solved_fraction", "sequences_seen",
               "sequences_to_criterion", "metrics", "wall_time_s"):
     assert key in on_disk
+  assert (on_disk["task"], on_disk["model"], on_disk["lag"]) == ("delayed_recall", "vanilla", 3)
   assert on_disk["solved"] is on_disk["per_seed"][0]["solved"] is (on_disk["solved_fraction"] == 1)
-  assert on_disk["sequences_seen"] == summary["sequences_seen"] == 800
-  assert 0.0 <= on_disk["metrics"]["accuracy"] <= 1.0
+  # 800 sequences are too few for accuracy 0.99 on 1,024 held-out sequences:
+  # the run spends its budget of 100 updates of 8.
+  assert on_disk["solved"] is False and on_disk["sequences_to_criterion"] is None
+  assert on_disk["step"] == 100 and on_disk["sequences_seen"] == summary["sequences_seen"] == 800
   lines = _train_lines(str(tmp_path))
   assert [l["step"] for l in lines] == list(range(10, 101, 10))
-  assert all(l["loss"] > 0 and l["grad_norm"] >= 0 and l["steps_per_s"] > 0 for l in lines)
+  assert [l["sequences_seen"] for l in lines] == [l["step"] * 8 for l in lines]
+  assert all(l["steps_per_s"] > 0 and l["skipped_updates"] == 0 for l in lines)
+  # Each line holds the mean over its 10 updates of a reference training's values.
+  losses, norms = _reference_training(cfg, 100)
+  np.testing.assert_allclose([l["loss"] for l in lines], losses.reshape(10, 10).mean(1),
+                             rtol=1e-5)
+  np.testing.assert_allclose([l["grad_norm"] for l in lines], norms.reshape(10, 10).mean(1),
+                             rtol=1e-5)
+  assert lines[-1]["loss"] < lines[0]["loss"]  # it learns something
+  # The criterion has no training-stream part: an evaluation every 20 updates,
+  # the last of them the final evaluation of the summary.
+  with open(tmp_path / "metrics.jsonl") as f:
+    evals = [json.loads(l) for l in f if '"eval"' in l]
+  assert [e["step"] for e in evals] == list(range(20, 101, 20))
+  assert [e["sequences_seen"] for e in evals] == [e["step"] * 8 for e in evals]
+  assert all(e["count"] == 1024.0 for e in evals)  # the criterion's eval size, not 32
+  assert all(e["criterion_met"] == float(e["accuracy"] >= 0.99) == 0.0 for e in evals)
+  assert on_disk["metrics"] == {k: v for k, v in evals[-1].items()
+                                if k not in ("step", "seed", "split", "sequences_seen")}
+  assert on_disk["metrics"]["num_wrong"] == 1024 * (1 - on_disk["metrics"]["accuracy"])
 
 
 def test_run_with_sqrt_remat_and_truncated_bptt(tmp_path):
