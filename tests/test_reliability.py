@@ -56,16 +56,22 @@ def _start(workdir, *extra):
                           stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_checkpoint(workdir, proc, timeout=120):
+def _checkpoint_steps(workdir):
   hashes = pathlib.Path(workdir) / "checkpoint_hashes"
+  return sorted(int(p.stem) for p in hashes.glob("*.json")) if hashes.is_dir() else []
+
+
+def _wait_for_checkpoint(workdir, proc, after=-1, timeout=120):
+  """Wait until ``proc`` has written a checkpoint of a step above ``after``."""
   deadline = time.time() + timeout
   while time.time() < deadline:
-    if hashes.is_dir() and any(hashes.glob("*.json")):
+    if any(step > after for step in _checkpoint_steps(workdir)):
       return
     if proc.poll() is not None:
-      raise AssertionError(f"run ended before its first checkpoint: {proc.stderr.read()}")
+      raise AssertionError(f"run ended before a checkpoint after step {after}: "
+                           f"{proc.stderr.read()}")
     time.sleep(0.05)
-  raise AssertionError("no checkpoint appeared")
+  raise AssertionError(f"no checkpoint after step {after} appeared")
 
 
 def _final_params(workdir):
@@ -112,20 +118,11 @@ def _assert_same_as_straight(workdir, straight):
     np.testing.assert_array_equal(x, y)
 
 
-def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path, straight):
-  proc = _start(tmp_path, *LONG)
-  _wait_for_checkpoint(tmp_path, proc)
-  proc.kill()
-  proc.wait(timeout=60)
-  assert proc.returncode == -signal.SIGKILL
-  assert not (tmp_path / "summary.json").exists()
-  resumed = _run(tmp_path, *LONG)  # the same command; the stale lock is taken over
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "stale lock" in resumed.stderr
-  _assert_same_as_straight(tmp_path, straight)
-
-
-def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path, straight):
+def test_sigterm_then_sigkill_then_resume_matches_uninterrupted_run(tmp_path, straight):
+  """SIGTERM saves a checkpoint, frees the lock and exits 128 + 15; the same
+  command resumes from it; SIGKILL in the middle of that leaves a stale lock
+  and no summary; the same command again takes the lock over and finishes with
+  the uninterrupted run's losses, metrics and parameters."""
   proc = _start(tmp_path, *LONG)
   _wait_for_checkpoint(tmp_path, proc)
   proc.send_signal(signal.SIGTERM)
@@ -133,8 +130,17 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path, straight):
   assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
   assert "SIGTERM" in err and "resume" in err
   assert not (tmp_path / wd.LOCK_NAME).exists()
-  resumed = _run(tmp_path, *LONG)
+  saved = _checkpoint_steps(tmp_path)[-1]
+  proc = _start(tmp_path, *LONG)
+  _wait_for_checkpoint(tmp_path, proc, after=saved)
+  proc.kill()
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  assert not (tmp_path / "summary.json").exists()
+  assert (tmp_path / wd.LOCK_NAME).exists()
+  resumed = _run(tmp_path, *LONG)  # the same command; the stale lock is taken over
   assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "stale lock" in resumed.stderr
   _assert_same_as_straight(tmp_path, straight)
 
 
