@@ -194,6 +194,9 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_sweep_writes_tables_plot_and_resumes(tmp_path):
   sweep = importlib.import_module("configs.sweeps.quickstart").get_config("quick")
+  # One lag (two models, two seeds): rows and horizons over several lags are
+  # checked on hand-made summaries in test_experiment_rules.py.
+  sweep.lags = [2]
   rows = run_sweep(sweep, str(tmp_path), progress=False)
   assert len(rows) == len(sweep.lags) * len(sweep.models)
   with open(tmp_path / "results.csv") as f:
@@ -220,11 +223,12 @@ def test_memory_horizon_is_the_largest_solved_lag():
 def test_cli_overrides_and_bad_value(tmp_path):
   cmd = [sys.executable, "-m", "experiments.run",
          "--config=configs/delayed_recall.py:quick", f"--workdir={tmp_path}"]
-  ok = subprocess.run(cmd + ["--config.lag=2", "--config.budget_sequences=80"], cwd=ROOT,
+  # Overrides that keep the quick run's programs (loaded from the compilation cache).
+  ok = subprocess.run(cmd + ["--config.seed=7", "--config.budget_sequences=80"], cwd=ROOT,
                       capture_output=True, text=True, timeout=300)
   assert ok.returncode == 0, ok.stderr[-2000:]
   saved = json.loads((tmp_path / "config.json").read_text())
-  assert saved["lag"] == 2 and saved["budget_sequences"] == 80
+  assert saved["seed"] == 7 and saved["budget_sequences"] == 80
   bad = subprocess.run(cmd + ["--config.model.cell=lsmt"], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
   assert bad.returncode != 0
