@@ -216,3 +216,98 @@ def test_cudnn_row_runs_on_gpu_and_is_skipped_with_a_message_elsewhere():
     assert "cuDNN" in res["skipped"]["jax_cudnn"] and platform in res["skipped"]["jax_cudnn"]
     table = bm.markdown_table({"results": [res], "environment": {}})
     assert "| jax_cudnn | skipped: " in table
+
+
+def test_grids_cover_every_axis_value_and_the_corners():
+  axes = bm.GRID_AXES
+  full = bm.grid_shapes("full")
+  assert len(full) == len(set(full)) == 7 * 2 * 3 * 6
+  cover = bm.grid_shapes("cover")
+  assert len(cover) == len(set(cover)) and set(cover) <= set(full)
+  for name, values in axes.items():
+    assert sorted({getattr(s, name) for s in cover}) == sorted(values), name
+  # The small-small and large-large corner of every pair of axes.
+  for a in "BTIH":
+    for b in "BTIH":
+      for pick in (min, max):
+        assert any(getattr(s, a) == pick(axes[a]) and getattr(s, b) == pick(axes[b])
+                   for s in cover), (a, b, pick.__name__)
+  # The experiments' plane: every batch size with every hidden size at T=100, I=8.
+  plane = {(s.B, s.H) for s in cover if (s.T, s.I) == (100, 8)}
+  assert plane == {(b, h) for b in axes["B"] for h in axes["H"]}
+  assert bm.grid_shapes("quick") == [bm.Shape(1, 4, 1, 2), bm.Shape(3, 6, 2, 5)]
+  with pytest.raises(ValueError, match=r"--grid='huge'; allowed: cover, full, quick"):
+    bm.grid_shapes("huge")
+
+
+def test_config_shapes_are_the_configs_batches():
+  import importlib  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
+  from lstm_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  rows = bm.config_shapes()
+  stems = sorted(p.stem for p in (pathlib.Path(bm.__file__).parents[2] / "configs").glob("*.py")
+                 if p.stem != "__init__")
+  named = [n for s in rows for n in s.name.split(", ")]
+  assert sorted(named) == stems and len(set(rows)) == len(rows)
+  by_name = {n: s for s in rows for n in s.name.split(", ")}
+  for stem in ("copy", "hs3b", "hs2c"):  # T and I read off a sampled batch
+    cfg = importlib.import_module(f"configs.{stem}").get_config(None)
+    task, _, _ = config_lib.build(cfg)
+    batch = task.sample(jax.random.key(0), 1)
+    _, t, i = batch.inputs.shape
+    assert by_name[stem] == bm.Shape(cfg.batch_size, t, i, cfg.model.hidden_size)
+  assert by_name["hs3a"] is by_name["hs3c"]  # one row for configs of the same shape
+
+
+def _grid_entry(ratio_torch, ratio_linen, step_s):
+  return {mode: {"ratio_torch": ratio_torch, "ratio_flax_linen": ratio_linen,
+                 "step_s": step_s} for mode in bm.MODES}
+
+
+def test_grid_summary_minimum_geometric_mean_and_small_batch_cost():
+  def res(b, t, entry, name=""):
+    shape = bm.Shape(b, t, 1, 2, name=name)
+    return {"shape": shape.as_dict(), "name": name, "label": shape.label,
+            "implementations": {"ours": entry}}
+  report = {"results": [
+      res(1, 10, _grid_entry(2.0, 1.5, 1e-4)),       # 10 us per step
+      res(4, 10, _grid_entry(0.5, 1.2, 1.5e-4)),     # 15 us: 1.5x B=1
+      res(8, 10, _grid_entry(1.0, None, 2.5e-4)),    # 25 us: 2.5x B=1
+      res(8, 20, _grid_entry(4.0, 2.0, 1e-3), "cfg"),  # no B=1 at T=20
+  ]}
+  summary = bm.grid_summarise(report)
+  for mode in bm.MODES:
+    torch_r, linen_r = summary["ratios"][mode]["torch"], summary["ratios"][mode]["flax_linen"]
+    assert torch_r["n"] == 4 and torch_r["min"] == 0.5
+    assert torch_r["min_at"] == "B=4 T=10 I=1 H=2"
+    assert torch_r["geomean"] == pytest.approx((2.0 * 0.5 * 1.0 * 4.0) ** 0.25)
+    assert torch_r["below_target"] == ["B=4 T=10 I=1 H=2"]  # 1.0 meets the 1.0x target
+    assert linen_r["n"] == 3 and linen_r["geomean"] == pytest.approx((1.5 * 1.2 * 2.0) ** (1 / 3))
+    assert linen_r["below_target"] == ["B=4 T=10 I=1 H=2"]
+    small = summary["small_batch"][mode]
+    assert small["n"] == 2 and small["max"] == pytest.approx(2.5)
+    assert small["max_at"] == "B=8 T=10 I=1 H=2" and small["above_target"] == [small["max_at"]]
+  table = bm.grid_table(report).splitlines()
+  assert table[2] == "| (1, 10, 1, 2) |  | 10.0 | 2.00 | 1.50 | 10.0 | 2.00 | 1.50 |"
+  assert table[4] == "| (8, 10, 1, 2) |  | 25.0 | 1.00 | - | 25.0 | 1.00 | - |"
+  assert table[5] == "| (8, 20, 1, 2) | cfg | 50.0 | 4.00 | 2.00 | 50.0 | 4.00 | 2.00 |"
+  text = bm.grid_summary_text(summary)
+  assert "train, ours / torch: min 0.50 (at B=4 T=10 I=1 H=2), geometric mean 1.41" in text
+  assert "1 below the target 1.0x" in text and "max 2.50x (at B=8 T=10 I=1 H=2)" in text
+
+
+def test_main_runs_a_grid(tmp_path, capsys):
+  path = tmp_path / "grid.json"
+  rc = bm.main(["--grid=quick", "--quick", "--quiet", "--impls=ours,flax_linen",
+                "--rounds=1", "--max_iters=1", f"--json={path}"])
+  out = capsys.readouterr().out
+  assert rc == 0
+  assert "| shape | config | train us/step | train x torch | train x linen |" in out
+  assert "| (1, 4, 1, 2) |  |" in out and "| (3, 6, 2, 5) |  |" in out
+  assert "train, ours / flax linen: min" in out and "over 2 shapes" in out
+  results = json.loads(path.read_text())["results"]
+  assert [r["shape"] for r in results] == [s.as_dict() for s in bm.grid_shapes("quick")]
+  assert bm.main(["--grid=huge"]) == 2
+  assert bm.main(["--grid", "--shapes=1x2x3x4"]) == 2
+  err = capsys.readouterr().err
+  assert "--grid='huge'; allowed" in err and "give one of them" in err

@@ -5,6 +5,7 @@ Run it (about 5 minutes on a 2-core CPU; ``--quick`` takes seconds)::
     python -m experiments.benchmark --json=/tmp/bench.json
     python -m experiments.benchmark --shapes=32x100x8x128,1x1000x8x64 --rounds=3
     python -m experiments.benchmark --quick
+    python -m experiments.benchmark --grid --json=/tmp/grid.json   # shapes over B, T, I, H
 
 Per shape ``(B, T, I, H)`` it times one float32 LSTM layer's training step
 (the parameter gradient of ``mean(ys ** 2)``) and its forward pass, for every
@@ -14,11 +15,15 @@ linen, GFLOP/s, compile time and peak memory. How it measures (the
 implementations, the method, the FLOP formulas, what peak memory means, and a
 caveat for shared CPUs): README.md, "How the benchmark measures".
 
-Modules: ``shapes`` (shapes, FLOPs), ``implementations`` (the JAX rows),
+Modules: ``shapes`` (shapes, FLOPs), ``grid`` (the ``--grid`` shapes and summary), ``implementations`` (the JAX rows),
 ``torch_worker`` (the torch subprocess), ``memory`` (peak memory),
 ``harness`` (the rounds), ``report`` (table, JSON), ``cli`` (flags).
 """
 
+from experiments.benchmark.grid import (GRID_AXES, GRIDS, benchmark_shapes, config_shapes,
+                                        grid_shapes, grid_table)
+from experiments.benchmark.grid import summarise as grid_summarise
+from experiments.benchmark.grid import summary_text as grid_summary_text
 from experiments.benchmark.harness import PEERS, environment, run_benchmark, run_shape
 from experiments.benchmark.implementations import (BENCH_IMPLS, CEILING, CUDNN, JAX_IMPLS,
                                                    TORCH, JaxImpl, bench_cell, build_jax_impl,
@@ -30,9 +35,10 @@ from experiments.benchmark.torch_worker import TORCH_MISSING, TorchWorker
 from experiments.benchmark.cli import main
 
 __all__ = [
-    "BENCH_IMPLS", "CEILING", "CUDNN", "DEFAULT_SHAPES", "JAX_IMPLS", "JaxImpl", "MODES",
+    "BENCH_IMPLS", "CEILING", "CUDNN", "DEFAULT_SHAPES", "GRIDS", "GRID_AXES", "JAX_IMPLS", "JaxImpl", "MODES",
     "PEERS", "QUICK_SHAPES", "Shape", "TORCH", "TORCH_MISSING", "TorchWorker", "bench_cell",
-    "build_jax_impl", "ceiling_flops", "cudnn_weights", "environment", "flops", "header",
+    "benchmark_shapes", "build_jax_impl", "ceiling_flops", "config_shapes", "cudnn_weights", "environment", "flops", "grid_shapes", "grid_summarise", "grid_summary_text",
+    "grid_table", "header",
     "main", "make_problem", "markdown_table", "model_flops", "notes", "parse_shapes",
     "run_benchmark", "run_shape", "write_json",
 ]

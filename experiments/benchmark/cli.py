@@ -8,11 +8,16 @@ from typing import Sequence
 
 from lstm_jax.devices import set_cpu_devices
 
+from experiments.benchmark import grid as grid_lib
 from experiments.benchmark import torch_worker
 from experiments.benchmark.harness import run_benchmark
 from experiments.benchmark.implementations import BENCH_IMPLS
 from experiments.benchmark.report import header, markdown_table, notes
 from experiments.benchmark.shapes import DEFAULT_SHAPES, QUICK_SHAPES, Shape, parse_shapes
+
+
+GRID_IMPLS = ("ours", "flax_linen", "torch")
+"""What ``--grid`` runs unless ``--impls`` says otherwise: ours and the two peers."""
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -23,9 +28,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--shapes", default=None,
                       help="comma-separated BxTxIxH shapes (default: "
                            + ",".join("x".join(map(str, s)) for s in DEFAULT_SHAPES) + ")")
-  parser.add_argument("--impls", default=",".join(BENCH_IMPLS),
+  parser.add_argument("--grid", nargs="?", const="cover", default=None,
+                      help="run a grid of shapes instead: " + ", ".join(grid_lib.GRIDS)
+                           + " (bare --grid: cover; cover and full add the configs' own "
+                           "shapes as named rows; see experiments/benchmark/grid.py); "
+                           "prints per-shape us/step and ratios, then the minimum and "
+                           "geometric mean of the ratios")
+  parser.add_argument("--impls", default=None,
                       help="comma-separated implementations (default: all of "
-                           f"{','.join(BENCH_IMPLS)})")
+                           f"{','.join(BENCH_IMPLS)}; with --grid: "
+                           f"{','.join(GRID_IMPLS)})")
   parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5; quick 2)")
   parser.add_argument("--target_s", type=float, default=None,
                       help="seconds per implementation and mode in one round "
@@ -64,11 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
   try:
     set_cpu_devices(args.cpu_devices)
-    if args.shapes:
+    if args.shapes and args.grid:
+      raise ValueError(f"--shapes and --grid={args.grid}: give one of them")
+    if args.grid:
+      shapes = grid_lib.benchmark_shapes(args.grid)
+    elif args.shapes:
       shapes = parse_shapes(args.shapes)
     else:
       shapes = [Shape(*s) for s in (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)]
-    impls = [n.strip() for n in args.impls.split(",") if n.strip()]
+    impls_text = args.impls if args.impls is not None else ",".join(
+        GRID_IMPLS if args.grid else BENCH_IMPLS)
+    impls = [n.strip() for n in impls_text.split(",") if n.strip()]
     unknown = [n for n in impls if n not in BENCH_IMPLS]
     if unknown or not impls:
       raise ValueError(f"--impls: unknown {unknown}; allowed: {', '.join(BENCH_IMPLS)}")
@@ -90,7 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   print(header(report))
   print()
-  print(markdown_table(report))
+  if args.grid:
+    print(grid_lib.grid_table(report))
+    print()
+    print(grid_lib.summary_text(grid_lib.summarise(report)))
+  else:
+    print(markdown_table(report))
   print()
   print(notes(report))
   if args.json:

@@ -232,6 +232,7 @@ def _summarise(prep: _Prepared, shape: Shape, impls: Sequence[str], names: list[
            if n != CEILING and ref is not None and "loss" in v]
   return {
       "shape": shape.as_dict(),
+      "name": shape.name,
       "label": shape.label,
       "flops": {"train": model_flops(shape, "train"), "forward": model_flops(shape, "forward"),
                 "ceiling_train": ceiling_flops(shape, "train"),
@@ -264,7 +265,7 @@ def run_shape(shape: Shape, impls: Sequence[str] = BENCH_IMPLS, *, rounds: int =
       while after their work) are idle when the clock starts.
 
   Returns:
-    ``{"shape", "label", "flops", "implementations": {name: {"loss", "train",
+    ``{"shape", "name", "label", "flops", "implementations": {name: {"loss", "train",
     "forward"}}, "skipped": {name: reason}, "loss_max_rel_diff"}``; each mode
     entry holds ``seq_per_s`` (median), ``per_round_seq_per_s``, ``spread``,
     ``iters``, ``step_s``, ``gflop_per_s``, ``first_call_s``, ``compile_s``,
@@ -326,7 +327,8 @@ def run_benchmark(shapes: Iterable[Shape] = tuple(Shape(*s) for s in DEFAULT_SHA
   """Run :func:`run_shape` for every shape; optionally write everything as JSON.
 
   Arguments as for :func:`run_shape`; ``json_path``: where to write the report
-  (:func:`~experiments.benchmark.report.write_json`).
+  (:func:`~experiments.benchmark.report.write_json`), rewritten after every
+  shape so that a long run (``--grid``) stopped early keeps the shapes it finished.
 
   Returns:
     ``{"environment", "settings", "results": [run_shape(...), ...]}``.
@@ -339,7 +341,7 @@ def run_benchmark(shapes: Iterable[Shape] = tuple(Shape(*s) for s in DEFAULT_SHA
       "environment": env,
       "settings": {"impls": list(impls), "rounds": rounds, "target_s": target_s,
                    "max_iters": max_iters, "seed": seed, "torch_threads": torch_threads,
-                   "settle_s": settle_s, "shapes": [s.as_dict() for s in shapes]},
+                   "settle_s": settle_s, "shapes": [dict(s.as_dict(), name=s.name) for s in shapes]},
       "results": [],
   }
   for shape in shapes:
@@ -353,7 +355,7 @@ def run_benchmark(shapes: Iterable[Shape] = tuple(Shape(*s) for s in DEFAULT_SHA
       env["torch"] = torch_info["version"]
       env["torch_device"] = torch_info["device"]
       env["torch_threads"] = torch_info["threads"]
-  env["load_avg_end"] = _load_avg()
-  if json_path:
-    write_json(report, json_path)
+    env["load_avg_end"] = _load_avg()
+    if json_path:  # after every shape, so a long run stopped early keeps what it measured
+      write_json(report, json_path)
   return report

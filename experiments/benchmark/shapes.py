@@ -25,11 +25,14 @@ QUICK_SHAPES = ((2, 5, 3, 4), (4, 20, 8, 16))
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-  """One benchmark shape: batch ``B``, time ``T``, input size ``I``, hidden size ``H``."""
+  """One benchmark shape: batch ``B``, time ``T``, input size ``I``, hidden size
+  ``H``; ``name`` labels a named row (the config whose shape it is) and is not
+  part of the shape's identity."""
   B: int
   T: int
   I: int
   H: int
+  name: str = dataclasses.field(default="", compare=False)
 
   def __post_init__(self) -> None:
     for field in ("B", "T", "I", "H"):
@@ -39,12 +42,13 @@ class Shape:
 
   @property
   def label(self) -> str:
-    """``"B=32 T=100 I=8 H=128"``."""
-    return f"B={self.B} T={self.T} I={self.I} H={self.H}"
+    """``"B=32 T=100 I=8 H=128"``, then `` (name)`` for a named row."""
+    text = f"B={self.B} T={self.T} I={self.I} H={self.H}"
+    return f"{text} ({self.name})" if self.name else text
 
   def as_dict(self) -> dict[str, int]:
-    """``{"B": ..., "T": ..., "I": ..., "H": ...}``."""
-    return dataclasses.asdict(self)
+    """``{"B": ..., "T": ..., "I": ..., "H": ...}`` (without the name)."""
+    return {"B": self.B, "T": self.T, "I": self.I, "H": self.H}
 
 
 def parse_shapes(text: str) -> list[Shape]:
