@@ -18,7 +18,7 @@ grids (:func:`grid_shapes`):
   corners of every pair of axes.
 - ``quick``: two tiny shapes, for tests.
 
-``cover`` and ``full`` also run the configs' shapes (:func:`config_shapes`).
+``cover`` and ``full`` also run the configs' shapes first (:func:`config_shapes`).
 """
 
 from __future__ import annotations
@@ -95,9 +95,10 @@ def config_shapes(configs_dir: pathlib.Path = CONFIGS_DIR) -> list[Shape]:
 
 
 def benchmark_shapes(grid: str) -> list[Shape]:
-  """``grid``'s shapes, then (``cover``, ``full``) the configs' shapes as named rows."""
+  """``grid``'s shapes, after (``cover``, ``full``) the configs' shapes as named
+  rows: a long run stopped early has measured the shapes the experiments use."""
   shapes = grid_shapes(grid)
-  return shapes if grid == "quick" else shapes + config_shapes()
+  return shapes if grid == "quick" else config_shapes() + shapes
 
 
 def step_us(entry: dict[str, Any], shape: dict[str, int]) -> float | None:
