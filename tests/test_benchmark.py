@@ -113,7 +113,7 @@ def test_implementations_compute_the_same_loss_and_gradients():
     np.testing.assert_array_equal(np.asarray(back[k]), params[k])
   grads = {n: i.fns["train"](*i.args) for n, i in impls.items()}
   ours = grads["ours"]
-  for name in ("ours_split", "ours_scan", "ours_remat"):
+  for name in ("ours_split", "ours_auto", "ours_scan", "ours_remat"):
     for k in ("w_x", "w_h", "b"):
       np.testing.assert_allclose(grads[name][k], ours[k], rtol=1e-5, atol=1e-7)
   linen = interop.from_flax_lstm(grads["flax_linen"])
@@ -123,6 +123,18 @@ def test_implementations_compute_the_same_loss_and_gradients():
   for k in ("w_x", "w_h", "b"):
     np.testing.assert_allclose(linen[k], ours[k], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(nnx_flat[k], ours[k], rtol=1e-5, atol=1e-7)
+
+
+def test_ours_auto_splits_the_batch_where_a_run_would():
+  """B=8, T=100, I=8, H=64: 6 * 800 * (8 + 64) * 256 = 88 MFLOP per training step,
+  44 per device with 4 rows each, above devices.SPLIT_MIN_FLOPS: split over the
+  two test devices. The tiny shape stays on one."""
+  from lstm_jax import devices  # pylint: disable=import-outside-toplevel
+  assert devices.SPLIT_MIN_FLOPS <= 44e6 and devices.SPLIT_MIN_ROWS <= 4
+  for shape, used in ((bm.Shape(8, 100, 8, 64), 2), (bm.Shape(3, 6, 2, 5), 1)):
+    params, xs = bm.make_problem(shape)
+    impl = bm.build_jax_impl("ours_auto", shape, params, xs)
+    assert len(impl.args[1].sharding.device_set) == used, shape
 
 
 def test_flop_formulas():
@@ -298,13 +310,14 @@ def test_grid_summary_minimum_geometric_mean_and_small_batch_cost():
 
 def test_main_runs_a_grid(tmp_path, capsys):
   path = tmp_path / "grid.json"
-  rc = bm.main(["--grid=quick", "--quick", "--quiet", "--impls=ours,flax_linen",
+  rc = bm.main(["--grid=quick", "--quick", "--quiet", "--impls=ours_auto,ours,flax_linen",
                 "--rounds=1", "--max_iters=1", f"--json={path}"])
   out = capsys.readouterr().out
   assert rc == 0
   assert "| shape | config | train us/step | train x torch | train x linen |" in out
   assert "| (1, 4, 1, 2) |  |" in out and "| (3, 6, 2, 5) |  |" in out
-  assert "train, ours / flax linen: min" in out and "over 2 shapes" in out
+  assert "train, ours_auto / flax linen: min" in out and "over 2 shapes" in out
+  assert "train, ours / flax linen: min" in out
   results = json.loads(path.read_text())["results"]
   assert [r["shape"] for r in results] == [s.as_dict() for s in bm.grid_shapes("quick")]
   assert bm.main(["--grid=huge"]) == 2

@@ -16,8 +16,9 @@ from experiments.benchmark.report import header, markdown_table, notes
 from experiments.benchmark.shapes import DEFAULT_SHAPES, QUICK_SHAPES, Shape, parse_shapes
 
 
-GRID_IMPLS = ("ours", "flax_linen", "torch")
-"""What ``--grid`` runs unless ``--impls`` says otherwise: ours and the two peers."""
+GRID_IMPLS = ("ours_auto", "ours", "flax_linen", "torch")
+"""What ``--grid`` runs unless ``--impls`` says otherwise: ours as a run places it
+(``ours_auto``), ours on one device, and the two peers."""
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -109,9 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(header(report))
   print()
   if args.grid:
-    print(grid_lib.grid_table(report))
-    print()
-    print(grid_lib.summary_text(grid_lib.summarise(report)))
+    ours = [n for n in ("ours_auto", "ours") if n in impls] or impls[:1]
+    print(grid_lib.grid_table(report, ours[0]))
+    for name in ours:
+      print()
+      print(grid_lib.summary_text(grid_lib.summarise(report, name)))
   else:
     print(markdown_table(report))
   print()

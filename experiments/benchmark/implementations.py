@@ -26,7 +26,8 @@ from lstm_jax import devices, interop
 
 from experiments.benchmark.shapes import Shape, ceiling_flops, model_flops
 
-JAX_IMPLS = ("ours", "ours_split", "ours_scan", "ours_remat", "flax_linen", "flax_nnx")
+JAX_IMPLS = ("ours", "ours_split", "ours_auto", "ours_scan", "ours_remat", "flax_linen",
+             "flax_nnx")
 CUDNN = "jax_cudnn"
 TORCH = "torch"
 CEILING = "ceiling"
@@ -91,6 +92,16 @@ def _ours(shape: Shape, params: dict[str, np.ndarray], xs: jax.Array, name: str,
     return jnp.mean(layer(p, x) ** 2)
 
   return JaxImpl(name, loss, (p, xs))
+
+
+def _ours_auto(shape: Shape, params: dict[str, np.ndarray], xs: jax.Array) -> JaxImpl:
+  """``ours`` placed as a one-seed training run places it (``split_batch="auto"``):
+  the batch split over the local devices where :func:`lstm_jax.devices.split_pays`
+  says the split pays for the training step's matmul FLOPs
+  (:func:`lstm_jax.devices.matmul_flops` of ``B * T`` rows), else ``ours``.
+  Both modes use the training step's placement."""
+  work = devices.matmul_flops(params, shape.B * shape.T, train=True)
+  return _ours(shape, params, xs, "ours_auto", split=devices.split_pays(shape.B, work))
 
 
 def _flax_linen(shape: Shape, params: dict[str, np.ndarray], xs: jax.Array) -> JaxImpl:
@@ -180,6 +191,8 @@ def build_jax_impl(name: str, shape: Shape, params: dict[str, np.ndarray], xs: n
     return _ours(shape, params, x, name)
   if name == "ours_split":
     return _ours(shape, params, x, name, split=True)
+  if name == "ours_auto":
+    return _ours_auto(shape, params, x)
   if name == "ours_scan":
     return _ours(shape, params, x, name, impl="scan")
   if name == "ours_remat":
