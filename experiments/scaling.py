@@ -1,13 +1,15 @@
 """How training scales with sequence length and with the number of seeds.
 
-  python -m experiments.scaling memory --T=100000,1000000 --policies=none,step,sqrt
+  python -m experiments.scaling memory --T=1000,100000,1000000 --policies=none,sqrt --run=3
   python -m experiments.scaling seeds --seeds=1,8 --ensembles=vmap,map --devices=1,2
 
 ``memory``: XLA's own accounting (``compiled.memory_analysis()``) of one
 training step of the experiment model (an LSTM, readout inside the scan) at
-B=8, H=64, I=1, O=1 by default, for each ``remat`` policy; ``--run`` also
-executes the step once and reports its time and whether every gradient is
-finite. ``seeds``: training throughput (sequences/s of all seeds together,
+B=8, H=64, I=1, O=1 by default (``--B``, ``--H``), for each ``remat`` policy
+and layer implementation (``--impls``; ``auto`` is the fused layer, also
+segmented under ``remat=sqrt``); ``--run=N`` also executes the step N times
+and reports the median time, per step of the sequence, and whether every
+gradient is finite. ``seeds``: training throughput (sequences/s of all seeds together,
 median of rounds) of S independently initialised models trained as one
 program (lstm_jax.devices: vmapped or one by one on each device, spread over
 1..n devices), against the first row, at (B, T, I, H) = (32, 100, 8, 128) by
@@ -29,25 +31,39 @@ import jax.numpy as jnp
 from lstm_jax import devices as devices_lib
 from lstm_jax import training
 from lstm_jax.models import make_model
+from lstm_jax.sequence import resolve_impl
 
 
 def memory_row(time_steps: int, remat: str, *, batch: int = 8, hidden: int = 64,
-               inputs: int = 1, outputs: int = 1, run: bool = False) -> dict:
-  """XLA temporaries (and optionally the time) of one training step."""
-  model = make_model("vanilla", hidden, outputs, remat=remat)
+               inputs: int = 1, outputs: int = 1, impl: str = "auto", run: int = 0) -> dict:
+  """XLA temporaries (and with ``run = n`` the median time of ``n`` calls) of
+  one training step.
+
+  The model is the experiment model (an LSTM, its readout inside the scan);
+  ``impl`` as for :func:`lstm_jax.models.make_model` (``"auto"``: the fused
+  layer, also under ``remat="sqrt"``). Row keys: ``T, remat, impl`` (the one
+  used), ``B, H, compile_s, temp_mib`` and with ``run``: ``step_s``,
+  ``us_per_step`` (``step_s / T`` in microseconds), ``finite``.
+  """
+  model = make_model("vanilla", hidden, outputs, remat=remat, impl=impl)
   params = model.init(jax.random.key(0), inputs)
   loss = lambda p, x: jnp.mean(model.apply(p, x) ** 2)
   spec = jax.ShapeDtypeStruct((batch, time_steps, inputs), jnp.float32)
   t0 = time.perf_counter()
   compiled = jax.jit(jax.grad(loss)).lower(params, spec).compile()
-  row = {"T": time_steps, "remat": remat, "B": batch, "H": hidden,
+  used = resolve_impl(model.cell, impl, model.remat, model.truncate, [jnp.float32])
+  row = {"T": time_steps, "remat": remat, "impl": used, "B": batch, "H": hidden,
          "compile_s": time.perf_counter() - t0,
          "temp_mib": compiled.memory_analysis().temp_size_in_bytes / 2**20}
   if run:
     xs = jax.random.normal(jax.random.key(1), (batch, time_steps, inputs))
-    t0 = time.perf_counter()
-    grads = jax.block_until_ready(compiled(params, xs))
-    row["step_s"] = time.perf_counter() - t0
+    times = []
+    for _ in range(int(run)):
+      t0 = time.perf_counter()
+      grads = jax.block_until_ready(compiled(params, xs))
+      times.append(time.perf_counter() - t0)
+    row["step_s"] = statistics.median(times)
+    row["us_per_step"] = 1e6 * row["step_s"] / time_steps
     row["finite"] = all(bool(jnp.isfinite(g).all()) for g in jax.tree_util.tree_leaves(grads))
   return row
 
@@ -102,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   mem = sub.add_parser("memory")
   mem.add_argument("--T", default="10000,100000")
   mem.add_argument("--policies", default="none,step,sqrt")
-  mem.add_argument("--run", action="store_true", help="also execute each step once")
+  mem.add_argument("--run", type=int, nargs="?", const=1, default=0, metavar="N",
+                   help="also execute each step N times (default 1) and report the median")
+  mem.add_argument("--impls", default="auto", help="layer implementations: auto, fused, scan")
+  mem.add_argument("--B", type=int, default=8)
+  mem.add_argument("--H", type=int, default=64)
   sds = sub.add_parser("seeds")
   sds.add_argument("--seeds", default="1,8")
   sds.add_argument("--shape", default="32,100,8,128", help="B,T,I,H")
@@ -116,13 +136,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     devices_lib.set_cpu_devices(max(map(int, args.devices.split(","))))
   print(f"# {jax.devices()[0].platform}, jax {jax.__version__}")
   if args.what == "memory":
-    print("| T | remat | XLA temporaries (MiB) | compile s | step s | grads finite |")
-    print("|---:|---|---:|---:|---:|---|")
+    print(f"# B={args.B}, H={args.H}, I=1, O=1")
+    print("| T | remat | layer | XLA temporaries (MiB) | compile s | step s | us per step "
+          "| grads finite |")
+    print("|---:|---|---|---:|---:|---:|---:|---|")
     for t in map(int, args.T.split(",")):
       for policy in args.policies.split(","):
-        r = memory_row(t, policy, run=args.run)
-        print(f"| {t:,} | {policy} | {r['temp_mib']:.1f} | {r['compile_s']:.1f} | "
-              f"{r.get('step_s', float('nan')):.1f} | {r.get('finite', '-')} |", flush=True)
+        for impl in args.impls.split(","):
+          r = memory_row(t, policy, batch=args.B, hidden=args.H, impl=impl, run=args.run)
+          print(f"| {t:,} | {policy} | {r['impl']} | {r['temp_mib']:.1f} | "
+                f"{r['compile_s']:.1f} | {r.get('step_s', float('nan')):.2f} | "
+                f"{r.get('us_per_step', float('nan')):.1f} | {r.get('finite', '-')} |",
+                flush=True)
   else:
     b, t, i, h = map(int, args.shape.split(","))
     rows, seen = [], set()

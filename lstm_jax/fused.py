@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -285,15 +285,50 @@ def _layer_bwd(variant, unroll, res, cts):
 _layer.defvjp(_layer_fwd, _layer_bwd)
 
 
+def _segments(variant: LSTMVariant, params: Params, xs: Array, h0: Array, c0: Array,
+              valid: Array | None, unroll: int, segment: int,
+              emit: Callable[[Array], Array] | None):
+  """The layer over segments of ``segment`` steps, each under ``jax.checkpoint``.
+
+  The outer scan stores one ``(h, c)`` per segment; the backward pass runs
+  each segment's forward again (keeping its residuals, ``(G + 2) * H`` numbers
+  per step and sequence, for that segment only) and then its fused backward
+  pass. The tail is padded to whole segments with masked steps.
+  """
+  time, batch = xs.shape[:2]
+  count = -(-time // segment)
+  pad = count * segment - time
+  if pad:
+    if valid is None:
+      valid = jnp.ones((time, batch), bool)
+    xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
+    valid = jnp.concatenate([valid, jnp.zeros((pad, batch), bool)])
+  split = lambda a: None if a is None else a.reshape((count, segment) + a.shape[1:])
+
+  @jax.checkpoint
+  def run(carry, inp):
+    x, v = inp
+    ys, h_t, c_t = _layer(variant, params, x, carry[0], carry[1], v, unroll)
+    return (h_t, c_t), (ys if emit is None else jax.vmap(emit)(ys))
+
+  (h_t, c_t), ys = jax.lax.scan(run, (h0, c0), (split(xs), split(valid)))
+  ys = ys.reshape((count * segment,) + ys.shape[2:])
+  return ys[:time], h_t, c_t
+
+
 def fused_layer(cell: Cell, params: Params, xs: Array, state: LSTMState,
                 lengths: Array | None = None, *, reverse: bool = False,
-                unroll: int = 1) -> tuple[Array, LSTMState]:
+                unroll: int = 1, segment: int = 0,
+                emit: Callable[[Array], Array] | None = None) -> tuple[Array, LSTMState]:
   """One LSTM layer over a whole sequence with the custom backward pass.
 
-  Same results as :func:`lstm_jax.sequence.scan_layer` with ``remat=False``
-  (outputs zero and state held at padded steps); meant for use inside a
-  caller's ``jit``. Check :func:`unsupported` first. For the backward pass it
-  stores ``(G + 2) * H`` numbers per step and sequence (``z``, ``c``, ``h``).
+  Same results as :func:`lstm_jax.sequence.scan_layer` (outputs zero and state
+  held at padded steps); meant for use inside a caller's ``jit``. Check
+  :func:`unsupported` first. For the backward pass it stores ``(G + 2) * H``
+  numbers per step and sequence (``z``, ``c``, ``h``); with ``segment = k``
+  (``0 < k < T``) only one state per ``k`` steps, plus one segment's
+  residuals while its backward pass runs: ``k = ceil(sqrt(T))`` is
+  ``remat="sqrt"``, memory ``O(sqrt(T))`` for about one extra forward pass.
 
   Args:
     cell: an LSTM cell that :func:`unsupported` accepts.
@@ -303,9 +338,12 @@ def fused_layer(cell: Cell, params: Params, xs: Array, state: LSTMState,
     lengths: ``[B]`` valid lengths, or ``None``.
     reverse: process the sequence from ``t = T-1`` down to 0.
     unroll: ``lax.scan`` unroll factor of both passes.
+    segment: steps per recomputed segment (0: store every step).
+    emit: applied to each step's output ``[B, H] -> [B, R]`` (inside each
+      segment when segmented, so the ``[T, B, H]`` outputs are not stored).
 
   Returns:
-    ``(ys [T, B, H], final LSTMState)``.
+    ``(ys [T, B, R], final LSTMState)`` (``R = H`` without ``emit``).
   """
   time = xs.shape[0]
   valid = None
@@ -314,7 +352,12 @@ def fused_layer(cell: Cell, params: Params, xs: Array, state: LSTMState,
   if reverse:
     xs = xs[::-1]
     valid = None if valid is None else valid[::-1]
-  ys, h_t, c_t = _layer(cell.variant, params, xs, state.h, state.c, valid, unroll)
+  if 0 < segment < time:
+    ys, h_t, c_t = _segments(cell.variant, params, xs, state.h, state.c, valid, unroll,
+                             segment, emit)
+  else:
+    ys, h_t, c_t = _layer(cell.variant, params, xs, state.h, state.c, valid, unroll)
+    ys = ys if emit is None else jax.vmap(emit)(ys)
   if reverse:
     ys = ys[::-1]
   return ys, LSTMState(h=h_t, c=c_t)

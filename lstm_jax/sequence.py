@@ -213,12 +213,13 @@ def fused_reason(cell: Cell, dtypes: Sequence[Any] | None = None, remat: str | i
     cell: the layer's cell.
     dtypes: dtypes of its inputs, parameters and initial state (``None``: not
       judged).
-    remat: the layer's normalised memory policy (the fused layer stores every
-      step, so it covers only ``"none"``).
+    remat: the layer's normalised memory policy (the fused layer covers
+      ``"none"``, ``"sqrt"`` and segment lengths, not per-step ``"step"``).
     truncate: truncated BPTT interval (the fused layer covers only 0).
   """
-  if remat != "none":
-    return f"remat={remat!r} (the fused layer stores every step; use remat='none')"
+  if remat == "step":
+    return ("remat='step' (the fused layer recomputes whole segments: use remat='sqrt' "
+            "or a segment length)")
   if truncate:
     return f"truncate={truncate} (truncated BPTT runs on the plain scan)"
   return fused.unsupported(cell, dtypes)
@@ -271,12 +272,11 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
   remat = remat_policy(remat)
   if impl == "auto":
     impl = resolve_impl(cell, impl, remat, truncate, _dtypes(params, xs, state))
-  if impl == "fused":
-    ys, final = fused.fused_layer(cell, params, xs, state, lengths, reverse=reverse,
-                                  unroll=unroll)
-    return (ys if emit is None else jax.vmap(emit)(ys)), final
   time = xs.shape[0]
   chunk = remat_chunk(remat, time)
+  if impl == "fused":
+    return fused.fused_layer(cell, params, xs, state, lengths, reverse=reverse,
+                             unroll=unroll, segment=chunk, emit=emit)
   step = cell.step
   if remat == "step" or chunk:
     step = jax.checkpoint(step)

@@ -77,13 +77,14 @@ def test_bad_config_values_name_the_field(field, value, pattern):
 
 
 def test_fused_impl_refused_where_it_does_not_apply():
-  with pytest.raises(config_lib.ConfigError, match=r"config.impl='fused' .*remat='sqrt'"):
-    config_lib.build(_quick(impl="fused", remat="sqrt"))
+  with pytest.raises(config_lib.ConfigError, match=r"config.impl='fused' .*remat='step'"):
+    config_lib.build(_quick(impl="fused", remat="step"))
   with pytest.raises(config_lib.ConfigError, match=r"config.impl='fused' .*cell kind 'gru'"):
     cfg = _quick(impl="fused")
     cfg.model.cell = "gru"
     config_lib.build(cfg)
   config_lib.build(_quick(impl="fused"))
+  config_lib.build(_quick(impl="fused", remat="sqrt"))
 
 
 def test_run_with_fused_and_plain_layers_agree(tmp_path):

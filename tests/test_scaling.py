@@ -6,9 +6,11 @@ from experiments import scaling
 
 
 def test_memory_row_reports_xla_temporaries_and_finite_gradients():
-  row = scaling.memory_row(64, "sqrt", batch=2, hidden=4, run=True)
-  assert row["T"] == 64 and row["remat"] == "sqrt"
+  row = scaling.memory_row(64, "sqrt", batch=2, hidden=4, run=2)
+  assert row["T"] == 64 and row["remat"] == "sqrt" and row["impl"] == "fused"
   assert row["temp_mib"] > 0 and row["finite"] is True
+  assert row["us_per_step"] == 1e6 * row["step_s"] / 64
+  assert scaling.memory_row(64, "sqrt", batch=2, hidden=4, impl="scan")["impl"] == "scan"
 
 
 def test_seeds_row_counts_every_seed():
@@ -24,6 +26,7 @@ def test_seeds_row_counts_every_seed():
 
 
 def test_cli_prints_tables(capsys):
-  assert scaling.main(["memory", "--T=32", "--policies=none,sqrt"]) == 0
+  assert scaling.main(["memory", "--T=32", "--policies=none,sqrt", "--impls=auto,scan",
+                       "--B=2", "--H=4", "--run"]) == 0
   out = capsys.readouterr().out
-  assert "| 32 | none |" in out and "| 32 | sqrt |" in out
+  assert "| 32 | none | fused |" in out and "| 32 | sqrt | scan |" in out
