@@ -234,21 +234,29 @@ def lstm_gates_from_preactivations(params: Params, carry: LSTMState, z: Array,
   """
   h_prev, c_prev = carry.h, carry.c
   blocks = variant.blocks
-  parts = dict(zip(blocks, G.split_gates(z, len(blocks))))
   peep = params.get("w_peep") if variant.peepholes else None
+  if peep is None:
+    # No peepholes: every gate depends on z alone, so all G blocks go through
+    # their activations in one pass (G.activate_blocks), the same functions
+    # as G.input_gate / forget_gate / candidate / output_gate.
+    kinds = tuple(variant.input_activation if b == "g" else "sigmoid" for b in blocks)
+    acts = dict(zip(blocks, G.split_gates(G.activate_blocks(z, kinds), len(blocks))))
+  parts = dict(zip(blocks, G.split_gates(z, len(blocks))))
   p_i, p_f, p_o = (None, None, None) if peep is None else (peep[0], peep[1], peep[2])
+  gate = lambda name, fn, c_seen, p: acts[name] if peep is None else fn(parts[name], c_seen, p)
   one = jnp.ones_like(parts["g"])
 
-  i = G.input_gate(parts["i"], c_prev, p_i) if variant.input_gate else one
+  i = gate("i", G.input_gate, c_prev, p_i) if variant.input_gate else one
   if variant.forget_gate == "learned":
-    f = G.forget_gate(parts["f"], c_prev, p_f)
+    f = gate("f", G.forget_gate, c_prev, p_f)
   elif variant.forget_gate == "coupled":
     f = 1.0 - i
   else:
     f = one
-  g = G.candidate(parts["g"], G.ACTIVATIONS[variant.input_activation])
+  g = (acts["g"] if peep is None
+       else G.candidate(parts["g"], G.ACTIVATIONS[variant.input_activation]))
   c = G.cell_update(f, i, g, c_prev)
-  o = G.output_gate(parts["o"], c, p_o) if variant.output_gate else one
+  o = gate("o", G.output_gate, c, p_o) if variant.output_gate else one
   c_out = G.layer_norm(c, params["ln_c"], params["ln_c_bias"]) if variant.layer_norm else c
   h = G.hidden_output(o, c_out, G.ACTIVATIONS[variant.output_activation])
   if "w_proj" in params:
@@ -305,8 +313,8 @@ def gru_step(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
   hr, hz, hn = G.split_gates(zh, 3)
   if "b_hn" in params:
     hn = hn + params["b_hn"]
-  r = jax.nn.sigmoid(xr + hr)
-  u = jax.nn.sigmoid(xz + hz)
+  r = G.sigmoid(xr + hr)
+  u = G.sigmoid(xz + hz)
   n = jnp.tanh(xn + r * hn)
   h = ((1.0 - u) * n + u * carry).astype(carry.dtype)
   return h, h

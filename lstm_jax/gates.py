@@ -20,12 +20,70 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Activation = Callable[[Array], Array]
 
 GATE_ORDER: tuple[str, str, str, str] = ("i", "f", "g", "o")
 """Order of the four blocks along the last axis of fused pre-activations."""
+
+
+def sigmoid(x: Array) -> Array:
+  """The logistic function, written through ``tanh``.
+
+  ``sigmoid(x) = 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2``
+
+  The two forms are the same function; the second has no division and is one
+  vectorised ``tanh``, which XLA's CPU backend runs several times faster
+  inside a recurrent step than the expanded ``1 / (1 + exp(-x))``. Values
+  agree with ``jax.nn.sigmoid`` to float32 rounding (absolute error below
+  ``1e-7``).
+
+  Args:
+    x: ``[...]`` values.
+
+  Returns:
+    ``[...]`` values in [0, 1].
+  """
+  return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
+BLOCK_ACTIVATIONS = ("sigmoid", "tanh", "identity")
+"""Activations :func:`activate_blocks` applies to a block of fused pre-activations."""
+
+
+def activate_blocks(z: Array, kinds: tuple[str, ...]) -> Array:
+  """Each block of fused pre-activations through its own activation, in one
+  elementwise pass.
+
+  With ``z = [z_1, ..., z_G]`` (``G = len(kinds)`` blocks of ``H`` columns)::
+
+      a_k = sigmoid(z_k)   (kind "sigmoid")  = (1 + tanh(z_k / 2)) / 2
+      a_k = tanh(z_k)      (kind "tanh")
+      a_k = z_k            (kind "identity")
+
+  computed as ``a = m * tanh(m * z) + d`` with per-column constants
+  (``m = 1/2, d = 1/2`` on sigmoid blocks, ``m = 1, d = 0`` on tanh blocks)
+  and a select for identity blocks, so a step applies all its gate
+  activations as one vectorised ``tanh`` over ``[B, G*H]`` instead of one
+  kernel per sliced block.
+
+  Args:
+    z: ``[..., G*H]`` pre-activations (e.g. from :func:`fused_preactivations`).
+    kinds: one of :data:`BLOCK_ACTIVATIONS` per block, in block order.
+
+  Returns:
+    ``[..., G*H]`` activations.
+  """
+  width = z.shape[-1] // len(kinds)
+  m = np.repeat([0.5 if k == "sigmoid" else 1.0 for k in kinds], width)
+  d = np.repeat([0.5 if k == "sigmoid" else 0.0 for k in kinds], width)
+  m, d = jnp.asarray(m, z.dtype), jnp.asarray(d, z.dtype)
+  a = m * jnp.tanh(m * z) + d
+  if "identity" in kinds:
+    a = jnp.where(np.repeat([k == "identity" for k in kinds], width), z, a)
+  return a
 
 
 def _peep(z: Array, c: Array | None, w_peep: Array | None) -> Array:
@@ -50,7 +108,7 @@ def input_gate(z_i: Array, c_prev: Array | None = None, w_ci: Array | None = Non
   Returns:
     ``[..., H]`` gate values in (0, 1).
   """
-  return jax.nn.sigmoid(_peep(z_i, c_prev, w_ci))
+  return sigmoid(_peep(z_i, c_prev, w_ci))
 
 
 def forget_gate(z_f: Array, c_prev: Array | None = None, w_cf: Array | None = None) -> Array:
@@ -68,7 +126,7 @@ def forget_gate(z_f: Array, c_prev: Array | None = None, w_cf: Array | None = No
   Returns:
     ``[..., H]`` gate values in (0, 1).
   """
-  return jax.nn.sigmoid(_peep(z_f, c_prev, w_cf))
+  return sigmoid(_peep(z_f, c_prev, w_cf))
 
 
 def output_gate(z_o: Array, c: Array | None = None, w_co: Array | None = None) -> Array:
@@ -86,7 +144,7 @@ def output_gate(z_o: Array, c: Array | None = None, w_co: Array | None = None) -
   Returns:
     ``[..., H]`` gate values in (0, 1).
   """
-  return jax.nn.sigmoid(_peep(z_o, c, w_co))
+  return sigmoid(_peep(z_o, c, w_co))
 
 
 def candidate(z_g: Array, activation: Activation = jnp.tanh) -> Array:
