@@ -12,7 +12,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from lstm_jax.config import ConfigError
-from lstm_jax.devices import set_cpu_devices
+from lstm_jax.devices import keep_freed_host_memory, set_cpu_devices
 from lstm_jax.runner import Interrupted, NonFiniteError
 from lstm_jax.workdir import WorkdirError
 
@@ -75,7 +75,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   Catches a ``--config`` file that does not exist or does not load, unknown
   config fields (``--config.lagg=3``: ml_collections suggests the closest
   field), values of the wrong type and missing required flags. Then applies
-  ``--cpu_devices`` (flags are parsed before any JAX computation).
+  ``--cpu_devices`` (flags are parsed before any JAX computation) and
+  :func:`lstm_jax.devices.keep_freed_host_memory`.
   """
   try:
     problem = _missing_config_file(argv)
@@ -84,6 +85,7 @@ def parse_flags(argv: list[str]) -> list[str]:
       problem = _unloadable_config_file(argv)
     if problem is None:
       set_cpu_devices(CPU_DEVICES.value)
+      keep_freed_host_memory()
       return rest
   except OSError as err:  # an override applied to a config that failed to load
     problem = f"a config file could not be loaded ({_first_line(err)})"

@@ -132,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   sds.add_argument("--ensembles", default="vmap,map", help="lstm_jax.devices.ENSEMBLES")
   sds.add_argument("--devices", default="1,2", help="devices to spread the seeds over")
   args = parser.parse_args(argv)
+  devices_lib.keep_freed_host_memory()
   if args.what == "seeds":
     devices_lib.set_cpu_devices(max(map(int, args.devices.split(","))))
   print(f"# {jax.devices()[0].platform}, jax {jax.__version__}")

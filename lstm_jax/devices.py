@@ -100,6 +100,44 @@ def set_cpu_devices(count: int = 0) -> int:
   return count
 
 
+MMAP_THRESHOLD_MAX = 32 * 2**20
+"""glibc's largest ``M_MMAP_THRESHOLD`` on 64-bit systems (``mallopt(3)``)."""
+
+
+freed_memory_kept = False
+"""Whether :func:`keep_freed_host_memory` has been applied in this process."""
+
+
+def keep_freed_host_memory() -> bool:
+  """Let the process reuse freed host memory instead of handing it back to
+  the OS after every call (glibc's ``malloc`` only); ``True`` if applied.
+
+  XLA's CPU runtime allocates a call's temporaries when the call starts and
+  frees them when it ends. glibc serves blocks above its mmap threshold
+  (128 KiB at first) with fresh pages and unmaps them on free, so each call
+  of a program with megabytes of temporaries page-faults them in again: one
+  training step at (B, T, I, H) = (8, 1000, 1, 64) took ~8,500 page faults,
+  about a quarter of its time. This raises the threshold to its maximum
+  (:data:`MMAP_THRESHOLD_MAX`) and stops trimming the heap, so blocks up to
+  32 MiB come back from the heap warm. Process-wide: the experiment entry
+  points call it; a library import does not. Does nothing and returns
+  ``False`` where ``mallopt`` is missing (not glibc).
+  """
+  import ctypes  # pylint: disable=import-outside-toplevel
+  import ctypes.util  # pylint: disable=import-outside-toplevel
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):
+    return False
+  m_trim_threshold, m_mmap_threshold = -1, -3   # <malloc.h>
+  applied = bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD_MAX)
+                 and mallopt(m_trim_threshold, 2**31 - 1))
+  global freed_memory_kept  # pylint: disable=global-statement
+  freed_memory_kept = freed_memory_kept or applied
+  return applied
+
+
 # ----------------------------------------------------------------------------
 # The primitive: a leading axis split over the devices of a mesh.
 

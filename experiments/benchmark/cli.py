@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from lstm_jax.devices import set_cpu_devices
+from lstm_jax.devices import keep_freed_host_memory, set_cpu_devices
 
 from experiments.benchmark import grid as grid_lib
 from experiments.benchmark import torch_worker
@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   (:func:`experiments.benchmark.torch_worker.serve` on stdin/stdout).
   """
   args = _parse_args(argv)
+  keep_freed_host_memory()  # in the torch subprocess too: both sides run with it
   if args.torch_worker:
     torch_worker.serve(sys.stdin, sys.stdout)
     return 0

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 import lstm_jax
+from lstm_jax import devices as lstm_devices
 from lstm_jax import interop
 from lstm_jax.devices import usable_cores
 
@@ -309,6 +310,9 @@ def environment() -> dict[str, Any]:
       "lstm_jax": lstm_jax.__version__,
       "python": sys.version.split()[0],
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "host_memory": ("freed host memory kept for reuse (lstm_jax.devices."
+                      "keep_freed_host_memory, torch subprocess too)"
+                      if lstm_devices.freed_memory_kept else "default host allocator settings"),
       "dtype": "float32",
       "load_avg_start": _load_avg(),
   }

@@ -67,7 +67,8 @@ def header(report: dict[str, Any]) -> str:
   return "\n".join([
       f"LSTM throughput on {env['platform']} ({env['device_kind']}, {env['cores']} cores "
       f"visible), {env['dtype']}; jax {env['jax']}, flax {env['flax']}, {torch_part}; "
-      f"XLA_FLAGS={env['xla_flags'] or '(default)'}; 1-min load average "
+      f"XLA_FLAGS={env['xla_flags'] or '(default)'}; "
+      f"{env.get('host_memory', 'default host allocator settings')}; 1-min load average "
       f"{_num(env.get('load_avg_start'))} at start, {_num(env.get('load_avg_end'))} at end.",
       f"Medians of {st['rounds']} round-robin rounds; sequences/s (+- half the min-max spread "
       "over rounds). train = forward + gradient w.r.t. params of mean(ys**2); ratios = "
