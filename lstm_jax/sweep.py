@@ -14,6 +14,10 @@ A sweep config (``configs/sweeps/<name>.py``) has::
 (a normal run directory, resumable), then ``results.csv``, ``results.md`` and
 ``memory_vs_lag.png``. Points whose ``summary.json`` exists are skipped, so an
 interrupted sweep resumes where it stopped.
+
+One point is run, or loaded if finished, by :func:`run_point`, which returns
+its row (:data:`COLUMNS`); the memory-horizon search (:mod:`lstm_jax.horizon`)
+runs its points through it too.
 """
 
 from __future__ import annotations
@@ -52,9 +56,60 @@ def point_config(sweep: ml_collections.ConfigDict, model: Any, lag: int
   return c
 
 
-def _point_dir(workdir: str, label: str, lag: int) -> str:
+def point_dir(workdir: str, label: str, lag: int) -> str:
+  """The run directory of one point: ``workdir/<label>_lag<lag>``, the label's
+  characters other than letters, digits and ``-_.`` replaced by ``_``."""
   safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
   return os.path.join(workdir, f"{safe}_lag{lag}")
+
+
+def row_of(summary: dict[str, Any], label: str, lag: int, metric: str) -> dict[str, Any]:
+  """The :data:`COLUMNS` row of one point from its ``summary.json``: the
+  fraction of seeds solved, the median over the solved seeds of the sequences
+  to criterion (``None`` if none solved), and the median, min and max over all
+  seeds of the final ``metric`` (NaN for a seed without it)."""
+  values = [p["metrics"].get(metric, float("nan")) for p in summary["per_seed"]]
+  to_crit = [p["sequences_to_criterion"] for p in summary["per_seed"] if p["solved"]]
+  return {
+      "model": label, "lag": lag, "seeds": len(values),
+      "solved_fraction": summary["solved_fraction"],
+      "median_sequences_to_criterion": float(np.median(to_crit)) if to_crit else None,
+      "metric": metric, "median": float(np.median(values)),
+      "min": float(np.min(values)), "max": float(np.max(values)),
+      "wall_time_s": summary["wall_time_s"]}
+
+
+def run_point(point: ml_collections.ConfigDict, label: str, workdir: str, metric: str, *,
+              progress: bool = True, force: bool = False,
+              check_saved: bool = False) -> dict[str, Any]:
+  """Run one point (model ``label`` at ``point.lag``), or load it if finished,
+  and return its :data:`COLUMNS` row (:func:`row_of`).
+
+  The point's run directory is :func:`point_dir`. A directory with a
+  ``summary.json`` is a finished point: it is read, not trained. Otherwise
+  :func:`lstm_jax.runner.train_and_evaluate` trains it (resuming its
+  checkpoints, if any). ``check_saved``: a finished point whose saved
+  ``config.json`` differs from ``point`` raises
+  :class:`lstm_jax.workdir.WorkdirError` instead of being reused (its results
+  belong to another config, e.g. another budget).
+  """
+  path = point_dir(workdir, label, point.lag)
+  done = os.path.join(path, "summary.json")
+  if os.path.exists(done):
+    saved = os.path.join(path, "config.json")
+    if check_saved and os.path.exists(saved):
+      with open(saved) as f:
+        diff = wd.config_differences(json.load(f), point.to_dict(),
+                                     config_lib.default_config().to_dict())
+      if diff:
+        raise wd.WorkdirError(
+            f"{path} holds a finished run with a different config ({'; '.join(diff)}); "
+            "use a new workdir, or delete that directory to train the point again")
+    with open(done) as f:
+      summary = json.load(f)
+  else:
+    summary = train_and_evaluate(point, path, progress=progress, force=force)
+  return row_of(summary, label, point.lag, metric)
 
 
 def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
@@ -81,24 +136,8 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, progress: bool 
     except config_lib.ConfigError as err:
       raise config_lib.ConfigError(f"sweep point {m['label']} lag={lag}: {err}") from None
   wd.ensure_dir(workdir)
-  rows = []
-  for m, lag, c in points:
-    path = _point_dir(workdir, m["label"], lag)
-    done = os.path.join(path, "summary.json")
-    if os.path.exists(done):
-      with open(done) as f:
-        summary = json.load(f)
-    else:
-      summary = train_and_evaluate(c, path, progress=progress, force=force)
-    values = [p["metrics"].get(sweep.metric, float("nan")) for p in summary["per_seed"]]
-    to_crit = [p["sequences_to_criterion"] for p in summary["per_seed"] if p["solved"]]
-    rows.append({
-        "model": m["label"], "lag": lag, "seeds": len(values),
-        "solved_fraction": summary["solved_fraction"],
-        "median_sequences_to_criterion": float(np.median(to_crit)) if to_crit else None,
-        "metric": sweep.metric, "median": float(np.median(values)),
-        "min": float(np.min(values)), "max": float(np.max(values)),
-        "wall_time_s": summary["wall_time_s"]})
+  rows = [run_point(c, m["label"], workdir, sweep.metric, progress=progress, force=force)
+          for m, lag, c in points]
   write_results(rows, workdir, sweep)
   return rows
 
