@@ -14,7 +14,7 @@ Layers of the library (each imports only the ones before it)::
     nnx       flax.nnx cells over the same functions
     devices   a function with a leading axis (seeds, or batch rows) split over
               devices; the placement of a run; how many CPU devices JAX makes
-    models, training, config, runner, sweep, tasks   the experiment layer
+    models, training, config, runner, sweep, horizon, tasks   the experiment layer
 
 ``lstm_jax.linen``, ``lstm_jax.nnx``, ``devices`` and the
 experiment modules are imported on first use, so ``import lstm_jax`` stays
@@ -38,7 +38,7 @@ from lstm_jax.sequence import (bidirectional_rnn, init_stack, rnn, scan_layer,
 __version__ = "0.1.0"
 
 _LAZY = ("linen", "nnx", "devices", "models", "training", "config", "runner",
-         "sweep", "tasks")
+         "sweep", "horizon", "tasks")
 
 
 def __getattr__(name: str):
