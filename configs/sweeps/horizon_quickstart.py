@@ -1,0 +1,38 @@
+"""Memory horizons of the quick-start models on delayed recall, found by search.
+
+Command:
+  python -m experiments.horizon --config=configs/sweeps/horizon_quickstart.py --workdir=/tmp/horizon_quickstart
+The quick start's models, task and budget (configs/sweeps/quickstart.py: LSTM
+with chrono initialisation, LSTM with forget bias 1, GRU, Elman RNN; 32 units;
+16,000 training sequences at every lag; 3 seeds). Per model the lag doubles
+from 5 (5, 10, 20, ... up to 320) until fewer than half the seeds solve, then
+is bisected until the first failed lag is within 25% of the last solved one.
+Expected (2-core CPU, about 5 minutes): the chrono-initialised LSTM solves up
+to max_lag (horizon ">= 320"); the Elman RNN's horizon is the smallest; the
+LSTM with forget bias 1 stops near lag 50 at this budget.
+Tiny variant for tests: ``--config=configs/sweeps/horizon_quickstart.py:quick``
+(8 units, batch 8, 160 sequences, lags 2..8, two models, two seeds).
+"""
+
+import ml_collections
+
+from configs.sweeps import quickstart
+
+
+def get_config(arg: str | None = None):
+  sweep = quickstart.get_config(arg)
+  c = ml_collections.ConfigDict()
+  c.base = sweep.base
+  c.models = sweep.models
+  c.num_seeds = sweep.num_seeds
+  c.metric = sweep.metric
+  c.start_lag = 5
+  c.growth = 2.0
+  c.max_lag = 320
+  c.resolution = 0.25
+  c.threshold = 0.5
+  c.budget_rule = "constant"  # "linear": base.budget_sequences x lag / start_lag
+  c.max_budget = 0  # cap of the linear budget (0: none)
+  if arg == "quick":
+    c.start_lag, c.max_lag, c.resolution = 2, 8, 0.5
+  return c
