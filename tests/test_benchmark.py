@@ -248,7 +248,10 @@ def test_grids_cover_every_axis_value_and_the_corners():
   plane = {(s.B, s.H) for s in cover if (s.T, s.I) == (100, 8)}
   assert plane == {(b, h) for b in axes["B"] for h in axes["H"]}
   assert bm.grid_shapes("quick") == [bm.Shape(1, 4, 1, 2), bm.Shape(3, 6, 2, 5)]
-  with pytest.raises(ValueError, match=r"--grid='huge'; allowed: cover, full, quick"):
+  gpu = bm.grid_shapes("gpu")
+  assert len(gpu) == 12 and set(gpu) <= set(full)
+  assert {s.T for s in gpu} == {100, 1000} and {s.B for s in gpu} == {1, 32, 256}
+  with pytest.raises(ValueError, match=r"--grid='huge'; allowed: cover, full, gpu, quick"):
     bm.grid_shapes("huge")
 
 
@@ -310,11 +313,14 @@ def test_grid_summary_minimum_geometric_mean_and_small_batch_cost():
 
 def test_main_runs_a_grid(tmp_path, capsys):
   path = tmp_path / "grid.json"
-  rc = bm.main(["--grid=quick", "--quick", "--quiet", "--impls=ours_auto,ours,flax_linen",
+  rc = bm.main(["--grid=quick", "--quick", "--quiet",
+                "--impls=ours_auto,ours,flax_linen,ceiling",
                 "--rounds=1", "--max_iters=1", f"--json={path}"])
   out = capsys.readouterr().out
   assert rc == 0
   assert "| shape | config | train us/step | train x torch | train x linen |" in out
+  # A row the grid table leaves out (here the ceiling): the full table follows.
+  assert "| shape | impl | train seq/s |" in out and "| ceiling (h@W only) |" in out
   assert "| (1, 4, 1, 2) |  |" in out and "| (3, 6, 2, 5) |  |" in out
   assert "train, ours_auto / flax linen: min" in out and "over 2 shapes" in out
   assert "train, ours / flax linen: min" in out

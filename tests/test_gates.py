@@ -51,6 +51,35 @@ def test_gate_order():
 # Forward values.
 
 
+def test_sigmoid_matches_the_logistic_function():
+  z = np.concatenate([np.linspace(-40.0, 40.0, 801), [0.0, 1e-3, -1e-3]])
+  got = np.asarray(G.sigmoid(f32(z)), np.float64)
+  np.testing.assert_allclose(got, np_sigmoid(z), rtol=0, atol=1.2e-7)
+  assert got.min() >= 0.0 and got.max() <= 1.0
+  with jax.enable_x64(True):
+    np.testing.assert_allclose(np.asarray(G.sigmoid(jnp.asarray(z, jnp.float64))),
+                               np_sigmoid(z), rtol=1e-14, atol=1e-15)
+    check_grads(G.sigmoid, (jnp.asarray(z[::40], jnp.float64),), order=2,
+                modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("kinds", [("sigmoid", "sigmoid", "tanh", "sigmoid"),
+                                   ("sigmoid", "identity", "sigmoid"),
+                                   ("tanh",), ("identity", "identity")])
+def test_activate_blocks_applies_each_blocks_activation(kinds, rng):
+  z = rng.normal(size=(2, B, len(kinds) * H)) * 3.0
+  want = np.empty_like(z)
+  for k, kind in enumerate(kinds):  # block by block, elementwise
+    block = z[..., k * H:(k + 1) * H]
+    want[..., k * H:(k + 1) * H] = {"sigmoid": np_sigmoid, "tanh": np.tanh,
+                                    "identity": lambda v: v}[kind](block)
+  np.testing.assert_allclose(np.asarray(G.activate_blocks(f32(z), kinds)), want, **TOL)
+  with jax.enable_x64(True):
+    z64 = jnp.asarray(z, jnp.float64)
+    np.testing.assert_allclose(np.asarray(G.activate_blocks(z64, kinds)), want, rtol=1e-13)
+    check_grads(lambda v: G.activate_blocks(v, kinds), (z64,), order=2, modes=("rev",))
+
+
 @pytest.mark.parametrize("fn", [G.input_gate, G.forget_gate, G.output_gate])
 def test_sigmoid_gates_without_peephole(fn, rng):
   z = rng.normal(size=(B, H)) * 2.0

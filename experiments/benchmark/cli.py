@@ -116,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ours:
       print()
       print(grid_lib.summary_text(grid_lib.summarise(report, name)))
+    if set(impls) - set(GRID_IMPLS):  # rows the grid table leaves out (e.g. jax_cudnn)
+      print()
+      print(markdown_table(report))
   else:
     print(markdown_table(report))
   print()

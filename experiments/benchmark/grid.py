@@ -16,9 +16,13 @@ grids (:func:`grid_shapes`):
   corners, every combination of each axis's smallest and largest value. So
   every value of every axis appears, as do the small-small and large-large
   corners of every pair of axes.
+- ``gpu``: ``B`` in {1, 32, 256} x ``H`` in {64, 512} x ``T`` in {100, 1000}
+  at ``I = 8``, 12 shapes that a GPU runs in a few minutes
+  (``experiments/benchmark/gpu.sh``).
 - ``quick``: two tiny shapes, for tests.
 
-``cover`` and ``full`` also run the configs' shapes first (:func:`config_shapes`).
+``cover``, ``full`` and ``gpu`` also run the configs' shapes first
+(:func:`config_shapes`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ GRID_AXES: dict[str, tuple[int, ...]] = {
     "I": (1, 8, 64),
     "H": (8, 32, 64, 128, 256, 512),
 }
-GRIDS = ("cover", "full", "quick")
+GRIDS = ("cover", "full", "gpu", "quick")
 QUICK_GRID = ((1, 4, 1, 2), (3, 6, 2, 5))
 
 TARGETS = {"torch": 1.0, "flax_linen": 1.3}
@@ -67,6 +71,8 @@ def grid_shapes(grid: str = "cover") -> list[Shape]:
     return [Shape(*s) for s in QUICK_GRID]
   if grid == "full":
     return _product()
+  if grid == "gpu":
+    return _product(B=(1, 32, 256), I=(8,), H=(64, 512))
   ends = {n: (v[0], v[-1]) for n, v in GRID_AXES.items()}
   shapes = (_product(T=(100,), I=(8,))
             + _product(B=(1, 8, 32), T=(1000,), I=(8,), H=(8, 64, 128))
@@ -95,7 +101,7 @@ def config_shapes(configs_dir: pathlib.Path = CONFIGS_DIR) -> list[Shape]:
 
 
 def benchmark_shapes(grid: str) -> list[Shape]:
-  """``grid``'s shapes, after (``cover``, ``full``) the configs' shapes as named
+  """``grid``'s shapes, after (all but ``quick``) the configs' shapes as named
   rows: a long run stopped early has measured the shapes the experiments use."""
   shapes = grid_shapes(grid)
   return shapes if grid == "quick" else config_shapes() + shapes
