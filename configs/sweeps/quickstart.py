@@ -2,7 +2,7 @@
 
 Command:
   python -m experiments.sweep --config=configs/sweeps/quickstart.py --workdir=/tmp/quickstart
-Expected (2-core CPU, about 5 minutes): the chrono-initialised LSTM recalls the
+Expected (2-core CPU, about 2 minutes): the chrono-initialised LSTM recalls the
 symbol at every lag up to 300; the Elman RNN's accuracy falls to chance (0.25)
 as the lag grows; with the default forget bias 1 the LSTM needs more than this
 budget beyond lag ~50.
