@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator
+from typing import Any, Iterator
 
 from absl import flags
 from ml_collections import config_flags
@@ -24,6 +24,16 @@ CPU_DEVICES = flags.DEFINE_integer(
 FORCE = flags.DEFINE_bool(
     "force", False, "Run even when the memory estimate of the training step or the "
     "evaluation says it does not fit in the free memory (lstm_jax.memory).")
+
+
+def config_and_workdir_flags(what: str) -> tuple[Any, Any]:
+  """Define the required ``--config`` (a config file, ``what`` it holds) and
+  ``--workdir`` flags of an entry point; return their holders."""
+  config = config_flags.DEFINE_config_file("config", None, f"{what} config file.",
+                                           lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
+  flags.mark_flags_as_required(["config", "workdir"])
+  return config, workdir
 
 
 def _config_file_args(argv: list[str]) -> list[tuple[str, str]]:

@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, logging
 
-from experiments.cli import FORCE, exit_codes, parse_flags
+from experiments.cli import FORCE, config_and_workdir_flags, exit_codes, parse_flags
 from lstm_jax.horizon import Search, horizons_markdown, run_horizon
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Horizon config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = config_and_workdir_flags("Horizon")
 
 
 def main(argv: list[str]) -> None:

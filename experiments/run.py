@@ -17,19 +17,15 @@ says where); 128 + signal number after SIGTERM/SIGINT (a checkpoint was saved).
 from __future__ import annotations
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from experiments.cli import FORCE, exit_codes, parse_flags
+from experiments.cli import FORCE, config_and_workdir_flags, exit_codes, parse_flags
 from lstm_jax.runner import ON_CONFIG_CHANGE, train_and_evaluate
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
+_CONFIG, _WORKDIR = config_and_workdir_flags("Experiment")
 _ON_CHANGE = flags.DEFINE_enum(
     "on_config_change", "refuse", ON_CONFIG_CHANGE,
     "When --workdir holds a run with a different config: refuse, overwrite (continue "
     "from its checkpoints with the new config) or fresh (discard it and start over).")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:

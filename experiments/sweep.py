@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, logging
 
-from experiments.cli import FORCE, exit_codes, parse_flags
+from experiments.cli import FORCE, config_and_workdir_flags, exit_codes, parse_flags
 from lstm_jax.sweep import memory_horizons, results_markdown, run_sweep
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = config_and_workdir_flags("Sweep")
 
 
 def main(argv: list[str]) -> None:

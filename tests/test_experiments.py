@@ -28,12 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _quick(**overrides):
   c = importlib.import_module("configs.delayed_recall").get_config("quick")
-  for key, value in overrides.items():
-    target = c
-    *path, last = key.split(".")
-    for part in path:
-      target = target[part]
-    target[last] = value
+  c.update_from_flattened_dict(overrides)  # dotted keys: "model.cell"
   return c
 
 

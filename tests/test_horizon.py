@@ -301,12 +301,7 @@ def test_a_metric_the_runs_do_not_report_is_a_config_error(tmp_path, fake_runner
 
 def _bad(**overrides):
   c = importlib.import_module(QUICK).get_config("quick")
-  for key, value in overrides.items():
-    target = c
-    *path, last = key.split(".")
-    for part in path:
-      target = target[part]
-    target[last] = value
+  c.update_from_flattened_dict(overrides)  # dotted keys: "model.cell"
   return c
 
 
