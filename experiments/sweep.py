@@ -1,7 +1,9 @@
 """Run a lag sweep: ``python -m experiments.sweep --config=configs/sweeps/quickstart.py --workdir=DIR``.
 
 Writes DIR/results.csv, DIR/results.md and DIR/memory_vs_lag.png and prints
-each model's memory horizon. Rerunning with the same DIR skips finished grid
+each model's memory horizon. A config with a ``grid`` (other fields swept,
+:mod:`lstm_jax.sweep`) also writes DIR/best.md, the best setting per model
+and lag with the tuning spend, and prints that table. Rerunning with the same DIR skips finished grid
 points. A point whose run would not fit in memory stops the sweep with one
 line on stderr and exit status 2 when its turn comes (``--force`` runs it
 anyway). This file only parses flags; the work is
@@ -15,7 +17,8 @@ import os
 from absl import app, logging
 
 from experiments.cli import FORCE, config_and_workdir_flags, exit_codes, parse_flags
-from lstm_jax.sweep import memory_horizons, results_markdown, run_sweep
+from lstm_jax.sweep import (best_markdown, best_settings, grid_fields, memory_horizons,
+                            results_markdown, run_sweep)
 
 _CONFIG, _WORKDIR = config_and_workdir_flags("Sweep")
 
@@ -28,7 +31,12 @@ def main(argv: list[str]) -> None:
   print(results_markdown(rows, _CONFIG.value))
   for model, lag in memory_horizons(rows).items():
     print(f"memory horizon {model}: {lag}")
-  print(f"wrote {os.path.join(_WORKDIR.value, 'results.md')} and memory_vs_lag.png")
+  fields = list(grid_fields(_CONFIG.value))
+  if fields:
+    print(best_markdown(best_settings(rows, fields), fields, _CONFIG.value))
+    print(f"wrote {os.path.join(_WORKDIR.value, 'results.md')}, best.md and memory_vs_lag.png")
+  else:
+    print(f"wrote {os.path.join(_WORKDIR.value, 'results.md')} and memory_vs_lag.png")
 
 
 if __name__ == "__main__":

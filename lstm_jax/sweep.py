@@ -9,11 +9,36 @@ A sweep config (``configs/sweeps/<name>.py``) has::
     models      list of {label, and overrides of base.model fields, e.g. cell}
     num_seeds   seeds per grid point
     metric      summary metric to plot against lag (e.g. "accuracy")
+    grid        optional: other config fields to sweep, {dotted field: [values]}
 
-``run_sweep(config, workdir)`` writes ``workdir/<label>_lag<lag>/`` per point
-(a normal run directory, resumable), then ``results.csv``, ``results.md`` and
-``memory_vs_lag.png``. Points whose ``summary.json`` exists are skipped, so an
-interrupted sweep resumes where it stopped.
+The points are the product ``models x lags x grid`` (:func:`points`). The
+grid is a ConfigDict whose leaves are lists; a leaf's dotted path is the
+field it sweeps, written nested (``{"optimizer": {"learning_rate": [1e-3,
+3e-3]}, "batch_size": [16, 32]}``) or with dotted keys
+(``ml_collections.ConfigDict({...}, allow_dotted_keys=True)``). The swept
+fields are taken in sorted order of their dotted names; the last one varies
+fastest. A point's config is ``base``, then the model's overrides, then
+``lag`` and ``num_seeds``, then the point's grid values
+(``update_from_flattened_dict``), so a grid value wins over a model override
+of the same field. ``lag`` and ``num_seeds`` cannot be swept by the grid.
+
+``run_sweep(config, workdir)`` writes one run directory per point (a normal
+run directory, resumable; :func:`point_name`), then ``results.csv``,
+``results.md`` and ``memory_vs_lag.png``, and with a grid ``best.md``
+(:func:`best_settings`). Points whose ``summary.json`` exists are skipped, so
+an interrupted sweep resumes where it stopped.
+
+With a grid, ``results.csv`` and ``results.md`` have one column per swept
+field (the point's value; :func:`grid_columns`), and ``results.csv`` also
+each point's ``sequences_trained`` (:func:`sequences_trained`). The plot
+keeps one line per model and shows, at each lag, that lag's best setting
+(:func:`best_settings`; it can differ between lags, ``best.md`` says which),
+so it stays readable however large the grid. ``best.md`` has, per model and
+lag, the chosen value of every swept field, its solved fraction, median
+sequences to criterion and final metric, and the tuning spend: training
+sequences and wall time summed over every point tried for that model and lag.
+(Plain dicts with dotted keys cannot be assigned to a ConfigDict, which
+refuses dots in field names by default; hence the nested form.)
 
 One point is run, or loaded if finished, by :func:`run_point`, which returns
 its row (:data:`COLUMNS`); the memory-horizon search (:mod:`lstm_jax.horizon`)
@@ -23,10 +48,13 @@ runs its points through it too.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import itertools
 import json
+import math
 import os
-from typing import Any
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import ml_collections
 import numpy as np
@@ -39,9 +67,16 @@ COLUMNS = ("model", "lag", "seeds", "solved_fraction", "median_sequences_to_crit
            "metric", "median", "min", "max", "wall_time_s")
 
 
-def point_config(sweep: ml_collections.ConfigDict, model: Any, lag: int
-                 ) -> ml_collections.ConfigDict:
-  """The run config of one grid point (``base`` with the model's overrides)."""
+NOT_SWEPT = ("lag", "num_seeds")
+"""Fields the grid may not sweep: the sweep sets them (``lags``, ``num_seeds``)."""
+
+
+def point_config(sweep: ml_collections.ConfigDict, model: Any, lag: int,
+                 setting: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The run config of one grid point: ``base`` with the model's overrides,
+  ``lag``, ``num_seeds`` and the grid values ``setting`` (``{dotted field:
+  value}``; none by default). A value whose type the field does not take
+  raises :class:`lstm_jax.config.ConfigError` naming ``grid[field]``."""
   c = ml_collections.ConfigDict(sweep.base.to_dict())
   c.lag = lag
   c.num_seeds = sweep.num_seeds
@@ -53,14 +88,177 @@ def point_config(sweep: ml_collections.ConfigDict, model: Any, lag: int
           f"sweep models[{model.get('label')!r}].{key} is not a model field; allowed: "
           f"label, {', '.join(sorted(c.model.keys()))}")
     c.model[key] = value
+  for field, value in (setting or {}).items():
+    try:
+      c.update_from_flattened_dict({field: value})
+    except (TypeError, ValueError) as err:
+      current = _leaf(sweep.base, field)
+      raise config_lib.ConfigError(
+          f"sweep grid[{field!r}]={value!r} is not allowed; expected a value of the type of "
+          f"base.{field}={current!r} ({type(current).__name__}): "
+          f"{' '.join(str(err).split())}") from None
   return c
 
 
-def point_dir(workdir: str, label: str, lag: int) -> str:
-  """The run directory of one point: ``workdir/<label>_lag<lag>``, the label's
+_MISSING = object()
+
+
+def _leaf(c: ml_collections.ConfigDict, field: str) -> Any:
+  """The value of dotted ``field`` in ``c``, or ``_MISSING``."""
+  for part in field.split("."):
+    if not isinstance(c, ml_collections.ConfigDict) or part not in c:
+      return _MISSING
+    c = c[part]
+  return c
+
+
+def _leaf_fields(c: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every dotted field of ``c`` that holds a value (not a ConfigDict)."""
+  out = []
+  for key in c.keys():
+    if isinstance(c[key], ml_collections.ConfigDict):
+      out += _leaf_fields(c[key], f"{prefix}{key}.")
+    else:
+      out.append(f"{prefix}{key}")
+  return out
+
+
+def _safe(text: str) -> str:
+  return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
+def _flatten_grid(grid: Any, prefix: str = "") -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  for key in grid.keys():
+    value = grid[key]
+    if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+      out.update(_flatten_grid(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def grid_fields(sweep: ml_collections.ConfigDict) -> dict[str, list[Any]]:
+  """The swept fields of a sweep config and their values, ``{dotted field:
+  [values]}`` in sorted order of the names; ``{}`` without a ``grid`` field.
+
+  Checks the grid's shape only (types and values are checked per point by
+  :func:`point_config` and :func:`lstm_jax.config.build`): each field must
+  be a field of ``base`` holding a value, not one of :data:`NOT_SWEPT`, and
+  have a non-empty list of distinct values; anything else raises
+  :class:`lstm_jax.config.ConfigError` naming ``grid[field]``.
+  """
+  grid = sweep.get("grid") if "grid" in sweep else None
+  if grid is None:
+    return {}
+  if not isinstance(grid, (Mapping, ml_collections.ConfigDict)):
+    raise config_lib.ConfigError(
+        f"sweep grid={grid!r} is not allowed; expected a dict of dotted config fields to "
+        "lists of values, e.g. {'optimizer.learning_rate': [1e-3, 3e-3]}")
+  flat = _flatten_grid(grid)
+  allowed = sorted(f for f in _leaf_fields(sweep.base) if f not in NOT_SWEPT)
+  out: dict[str, list[Any]] = {}
+  for field in sorted(flat):
+    values = flat[field]
+    if field in NOT_SWEPT:
+      raise config_lib.ConfigError(
+          f"sweep grid[{field!r}] is not allowed; {field} is set by the sweep "
+          f"({'lags' if field == 'lag' else 'num_seeds'}), not by the grid")
+    if _leaf(sweep.base, field) is _MISSING or isinstance(_leaf(sweep.base, field),
+                                                           ml_collections.ConfigDict):
+      raise config_lib.ConfigError(
+          f"sweep grid[{field!r}] is not allowed; expected a config field of base that "
+          f"holds a value: {', '.join(allowed)}")
+    if not isinstance(values, (list, tuple)) or not values:
+      raise config_lib.ConfigError(
+          f"sweep grid[{field!r}]={values!r} is not allowed; expected a non-empty list of "
+          "values")
+    values = list(values)
+    if any(a == b for a, b in itertools.combinations(values, 2)):
+      raise config_lib.ConfigError(
+          f"sweep grid[{field!r}]={values!r} is not allowed; expected distinct values")
+    out[field] = values
+  return out
+
+
+def point_name(label: str, lag: int, setting: Mapping[str, Any] | None = None) -> str:
+  """The run directory name of one point.
+
+  Without grid values: ``<label>_lag<lag>`` (the names of sweeps without a
+  grid, so their workdirs resume). With them:
+  ``<label>_lag<lag>_<field>-<value>_..._<hash>``: the fields in the order
+  given, the readable part cut at 120 characters, and ``<hash>`` the first 10
+  hex digits of the SHA-1 of the JSON of ``[[field, value], ...]``, so that
+  distinct settings get distinct names even where the readable parts agree.
+  In the label and the readable part, characters other than letters, digits
+  and ``-_.`` become ``_``. The name depends only on its arguments (stable
+  across runs and machines).
+  """
+  name = f"{_safe(label)}_lag{lag}"
+  if not setting:
+    return name
+  items = [[field, value] for field, value in setting.items()]
+  readable = _safe("_".join(f"{field}-{_text(value)}" for field, value in items))[:120]
+  digest = hashlib.sha1(json.dumps(items).encode()).hexdigest()[:10]
+  return f"{name}_{readable}_{digest}"
+
+
+def _text(value: Any) -> str:
+  """A grid value as shown in names and tables (floats with ``%g``)."""
+  return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def point_dir(workdir: str, label: str, lag: int,
+              setting: Mapping[str, Any] | None = None) -> str:
+  """The run directory of one point: ``workdir/`` + :func:`point_name`
+  (``workdir/<label>_lag<lag>`` without grid values), the label's
   characters other than letters, digits and ``-_.`` replaced by ``_``."""
-  safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
-  return os.path.join(workdir, f"{safe}_lag{lag}")
+  return os.path.join(workdir, point_name(label, lag, setting))
+
+
+class Point(NamedTuple):
+  """One point of a sweep: the model entry, the lag, the grid values
+  (``{dotted field: value}``, empty without a grid), its run config and its
+  run directory name."""
+  model: Mapping[str, Any]
+  lag: int
+  setting: dict[str, Any]
+  config: ml_collections.ConfigDict
+  name: str
+
+
+def points(sweep: ml_collections.ConfigDict) -> list[Point]:
+  """Every point of a sweep, in the order they run: models (outer), lags,
+  then the grid settings (``itertools.product`` of the :func:`grid_fields`
+  values, the last field fastest). Checks the labels, the lags, the grid and
+  every point's config (:func:`lstm_jax.config.build`) before returning;
+  errors are one :class:`lstm_jax.config.ConfigError` line."""
+  labels = [m["label"] for m in sweep.models]
+  if len(set(labels)) != len(labels):
+    raise config_lib.ConfigError(f"sweep models: labels must be unique, got {labels}")
+  if not sweep.lags or any(not isinstance(l, int) or l < 1 for l in sweep.lags):
+    raise config_lib.ConfigError(f"sweep lags={list(sweep.lags)!r}: expected a non-empty "
+                                 "list of integers >= 1")
+  fields = grid_fields(sweep)
+  settings = [dict(zip(fields, values)) for values in itertools.product(*fields.values())]
+  out = []
+  for m in sweep.models:
+    for lag in sweep.lags:
+      for setting in settings:
+        c = point_config(sweep, m, lag, setting)
+        where = " ".join([f"sweep point {m['label']} lag={lag}"] +
+                         [f"{f}={v!r}" for f, v in setting.items()])
+        try:
+          config_lib.build(c)
+        except config_lib.ConfigError as err:
+          raise config_lib.ConfigError(f"{where}: {err}") from None
+        out.append(Point(m, lag, setting, c, point_name(m["label"], lag, setting)))
+  names = [p.name for p in out]
+  if len(set(names)) != len(names):
+    raise config_lib.ConfigError(
+        f"sweep models labels={labels} are not allowed; expected labels that stay distinct "
+        "as directory names (characters other than letters, digits, '-_.' become '_')")
+  return out
 
 
 def row_of(summary: dict[str, Any], label: str, lag: int, metric: str) -> dict[str, Any]:
@@ -81,11 +279,12 @@ def row_of(summary: dict[str, Any], label: str, lag: int, metric: str) -> dict[s
 
 def run_point(point: ml_collections.ConfigDict, label: str, workdir: str, metric: str, *,
               progress: bool = True, force: bool = False,
-              check_saved: bool = False) -> dict[str, Any]:
+              check_saved: bool = False, name: str | None = None) -> dict[str, Any]:
   """Run one point (model ``label`` at ``point.lag``), or load it if finished,
   and return its :data:`COLUMNS` row (:func:`row_of`).
 
-  The point's run directory is :func:`point_dir`. A directory with a
+  The point's run directory is ``workdir/name``, by default
+  :func:`point_dir` without grid values. A directory with a
   ``summary.json`` is a finished point: it is read, not trained. Otherwise
   :func:`lstm_jax.runner.train_and_evaluate` trains it (resuming its
   checkpoints, if any). ``check_saved``: a finished point whose saved
@@ -93,7 +292,7 @@ def run_point(point: ml_collections.ConfigDict, label: str, workdir: str, metric
   :class:`lstm_jax.workdir.WorkdirError` instead of being reused (its results
   belong to another config, e.g. another budget).
   """
-  path = point_dir(workdir, label, point.lag)
+  path = os.path.join(workdir, name) if name else point_dir(workdir, label, point.lag)
   done = os.path.join(path, "summary.json")
   if os.path.exists(done):
     saved = os.path.join(path, "config.json")
@@ -112,34 +311,148 @@ def run_point(point: ml_collections.ConfigDict, label: str, workdir: str, metric
   return row_of(summary, label, point.lag, metric)
 
 
+def sequences_trained(summary: Mapping[str, Any], budget_sequences: int
+                      ) -> tuple[int, bool]:
+  """The training sequences one point cost, summed over its seeds, and
+  whether that is an estimate.
+
+  The seeds of a point train together for the same number of updates (until
+  all are solved or the budget is spent), so the cost is ``len(per_seed) x
+  summary["sequences_seen"]`` (``sequences_seen`` = updates x batch size, per
+  seed). A summary without ``sequences_seen`` is counted as ``len(per_seed) x
+  budget_sequences`` (an upper bound, flagged ``True``).
+  """
+  seeds = len(summary["per_seed"])
+  seen = summary.get("sequences_seen")
+  if seen is None:
+    return seeds * int(budget_sequences), True
+  return seeds * int(seen), False
+
+
 def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
               force: bool = False) -> list[dict[str, Any]]:
-  """Run (or resume) every grid point and write the tables and the plot.
+  """Run (or resume) every point (:func:`points`) and write the tables and the plot.
 
   Every point's config is validated before the first one trains. ``force``:
   run points whose memory estimate says they do not fit
   (:func:`lstm_jax.runner.train_and_evaluate`).
 
   Returns:
-    One row per (model, lag) with the :data:`COLUMNS`.
+    One row per point, in the order of :func:`points`. Without a grid the
+    :data:`COLUMNS` (as before grids existed). With one, :func:`grid_columns`:
+    also the point's value of every swept field (keyed by its dotted name),
+    ``sequences_trained`` and ``sequences_estimated``
+    (:func:`sequences_trained`); ``best.md`` is written too.
   """
-  labels = [m["label"] for m in sweep.models]
-  if len(set(labels)) != len(labels):
-    raise config_lib.ConfigError(f"sweep models: labels must be unique, got {labels}")
-  if not sweep.lags or any(not isinstance(l, int) or l < 1 for l in sweep.lags):
-    raise config_lib.ConfigError(f"sweep lags={list(sweep.lags)!r}: expected a non-empty "
-                                 "list of integers >= 1")
-  points = [(m, lag, point_config(sweep, m, lag)) for m in sweep.models for lag in sweep.lags]
-  for m, lag, c in points:
-    try:
-      config_lib.build(c)
-    except config_lib.ConfigError as err:
-      raise config_lib.ConfigError(f"sweep point {m['label']} lag={lag}: {err}") from None
+  todo = points(sweep)
+  fields = list(grid_fields(sweep))
   wd.ensure_dir(workdir)
-  rows = [run_point(c, m["label"], workdir, sweep.metric, progress=progress, force=force)
-          for m, lag, c in points]
+  rows = []
+  for p in todo:
+    row = run_point(p.config, p.model["label"], workdir, sweep.metric, progress=progress,
+                    force=force, name=p.name)
+    if fields:
+      with open(os.path.join(workdir, p.name, "summary.json")) as f:
+        spent, estimated = sequences_trained(json.load(f), p.config.budget_sequences)
+      row = {"model": row["model"], "lag": row["lag"], **p.setting,
+             **{k: row[k] for k in COLUMNS[2:]},
+             "sequences_trained": spent, "sequences_estimated": estimated}
+    rows.append(row)
   write_results(rows, workdir, sweep)
   return rows
+
+
+def grid_columns(fields: Sequence[str]) -> tuple[str, ...]:
+  """The columns of a grid sweep's rows and ``results.csv``: model, lag, the
+  swept fields, the rest of :data:`COLUMNS`, sequences_trained,
+  sequences_estimated."""
+  return (*COLUMNS[:2], *fields, *COLUMNS[2:], "sequences_trained", "sequences_estimated")
+
+
+BEST_KEYS = ("model", "lag", "setting", "points", "seeds", "solved_fraction",
+             "median_sequences_to_criterion", "metric", "median", "min", "max",
+             "tuning_sequences", "tuning_estimated", "tuning_wall_time_s")
+"""The keys of a :func:`best_settings` entry."""
+
+
+def _rank(row: Mapping[str, Any]) -> tuple[float, float, float]:
+  """The sort key of the selection rule (smaller is better)."""
+  to_crit = row["median_sequences_to_criterion"]
+  median = row["median"]
+  return (-row["solved_fraction"], math.inf if to_crit is None else float(to_crit),
+          math.inf if median is None or math.isnan(median) else -median)
+
+
+def best_settings(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]
+                  ) -> list[dict[str, Any]]:
+  """Per (model, lag), the grid setting chosen and what the search cost.
+
+  Rule, among the rows of one (model, lag): the highest ``solved_fraction``;
+  among those, the lowest ``median_sequences_to_criterion`` (``None``, no
+  seed solved, counts as infinite); among those, the highest ``median`` of
+  the final metric (NaN counts as the lowest); a tie on all three goes to the
+  row that comes first in ``rows`` (the grid order of :func:`points`).
+
+  The tuning cost is over *all* rows of that (model, lag), not only the
+  chosen one: ``tuning_sequences`` the sum of their ``sequences_trained``
+  (training sequences over all seeds, :func:`sequences_trained`),
+  ``tuning_estimated`` whether any of them is an estimate, and
+  ``tuning_wall_time_s`` the sum of their ``wall_time_s``.
+
+  Args:
+    rows: grid sweep rows (:func:`grid_columns`); each needs model, lag, the
+      ``fields``, seeds, solved_fraction, median_sequences_to_criterion,
+      metric, median, min, max, wall_time_s and sequences_trained
+      (sequences_estimated optional, default False).
+    fields: the swept fields (dotted names).
+
+  Returns:
+    One dict per (model, lag) in order of first appearance, with the
+    :data:`BEST_KEYS`; ``setting`` is ``{field: chosen value}`` and the
+    solved fraction, median to criterion and metric statistics are the
+    chosen row's; ``points`` counts the rows tried.
+  """
+  groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+  for row in rows:
+    groups.setdefault((row["model"], row["lag"]), []).append(row)
+  out = []
+  for (model, lag), group in groups.items():
+    best = min(group, key=_rank)  # min keeps the first of equal keys
+    out.append({
+        "model": model, "lag": lag, "setting": {f: best[f] for f in fields},
+        "points": len(group), "seeds": best["seeds"],
+        **{k: best[k] for k in ("solved_fraction", "median_sequences_to_criterion", "metric",
+                                "median", "min", "max")},
+        "tuning_sequences": int(sum(r["sequences_trained"] for r in group)),
+        "tuning_estimated": any(r.get("sequences_estimated", False) for r in group),
+        "tuning_wall_time_s": float(sum(r["wall_time_s"] for r in group))})
+  return out
+
+
+def best_markdown(best: Sequence[Mapping[str, Any]], fields: Sequence[str],
+                  sweep: ml_collections.ConfigDict) -> str:
+  """The table of :func:`best_settings` (one row per model and lag) and the rule."""
+  metric = sweep.metric
+  head = ["model", "lag", *fields, f"solved (of {sweep.num_seeds} seeds)",
+          "median sequences to criterion", f"final {metric}: median",
+          "points tried", "tuning spend: sequences (all points)", "tuning spend: wall time"]
+  lines = ["| " + " | ".join(head) + " |",
+           "|" + "|".join(["---", "---:"] + ["---"] * len(fields) + ["---:"] * 6) + "|"]
+  for b in best:
+    med = b["median_sequences_to_criterion"]
+    spent = f"{'<= ' if b['tuning_estimated'] else ''}{b['tuning_sequences']:,}"
+    cells = [b["model"], str(b["lag"]), *(_text(b["setting"][f]) for f in fields),
+             f"{b['solved_fraction']:.2f}", "-" if med is None else f"{med:,.0f}",
+             f"{b['median']:.3f}", str(b["points"]), spent,
+             f"{b['tuning_wall_time_s']:.1f} s"]
+    lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "Best setting per model and lag: the highest solved fraction, then the "
+            "lowest median sequences to criterion (none solved: infinite), then the highest "
+            f"final {metric} median; ties: the first in grid order. The tuning spend is over "
+            "every point tried for that model and lag: training sequences summed over seeds "
+            "(seeds x sequences seen; '<=' where a summary lacks sequences_seen and seeds x "
+            "budget is counted) and the points' wall time."]
+  return "\n".join(lines) + "\n"
 
 
 def memory_horizons(rows: list[dict[str, Any]], threshold: float = 0.5) -> dict[str, int | None]:
@@ -154,13 +467,19 @@ def memory_horizons(rows: list[dict[str, Any]], threshold: float = 0.5) -> dict[
 
 
 def results_markdown(rows: list[dict[str, Any]], sweep: ml_collections.ConfigDict) -> str:
-  """The results table (one row per model and lag) and the memory horizons."""
+  """The results table (one row per point: model, lag and, with a grid, the
+  value of every swept field) and the memory horizons (with a grid, a lag
+  counts as solved when any of its settings is)."""
   metric = sweep.metric
-  lines = [f"| model | lag | solved (of {sweep.num_seeds} seeds) | median sequences to "
-           f"criterion | final {metric}: median [min, max] |", "|---|---:|---:|---:|---|"]
+  fields = list(grid_fields(sweep))
+  head = "".join(f" {f} |" for f in fields)
+  lines = [f"| model | lag |{head} solved (of {sweep.num_seeds} seeds) | median sequences to "
+           f"criterion | final {metric}: median [min, max] |",
+           "|---|---:|" + "---|" * len(fields) + "---:|---:|---|"]
   for r in rows:
     med = r["median_sequences_to_criterion"]
-    lines.append(f"| {r['model']} | {r['lag']} | {r['solved_fraction']:.2f} | "
+    values = "".join(f" {_text(r[f])} |" for f in fields)
+    lines.append(f"| {r['model']} | {r['lag']} |{values} {r['solved_fraction']:.2f} | "
                  f"{'-' if med is None else f'{med:,.0f}'} | "
                  f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}] |")
   lines.append("")
@@ -173,19 +492,32 @@ def results_markdown(rows: list[dict[str, Any]], sweep: ml_collections.ConfigDic
 
 def write_results(rows: list[dict[str, Any]], workdir: str,
                   sweep: ml_collections.ConfigDict) -> None:
-  """Write ``results.csv``, ``results.md`` and ``memory_vs_lag.png``, each
-  atomically (a temporary file renamed)."""
+  """Write ``results.csv``, ``results.md`` and ``memory_vs_lag.png`` and, with
+  a grid, ``best.md`` (:func:`best_markdown`), each atomically (a temporary
+  file renamed). With a grid the plot shows each lag's best setting."""
+  fields = list(grid_fields(sweep))
   table = io.StringIO()
-  writer = csv.DictWriter(table, fieldnames=COLUMNS)
+  writer = csv.DictWriter(table, fieldnames=grid_columns(fields) if fields else COLUMNS)
   writer.writeheader()
   writer.writerows(rows)
   wd.write_text_atomic(os.path.join(workdir, "results.csv"), table.getvalue())
   wd.write_text_atomic(os.path.join(workdir, "results.md"), results_markdown(rows, sweep))
-  plot(rows, os.path.join(workdir, "memory_vs_lag.png"), sweep)
+  shown = rows
+  if fields:
+    best = best_settings(rows, fields)
+    wd.write_text_atomic(os.path.join(workdir, "best.md"), best_markdown(best, fields, sweep))
+    shown = best
+  plot(shown, os.path.join(workdir, "memory_vs_lag.png"), sweep, best_of_grid=bool(fields))
 
 
-def plot(rows: list[dict[str, Any]], path: str, sweep: ml_collections.ConfigDict) -> None:
-  """Metric against lag (log x), one line per model: median and min-max band."""
+def plot(rows: Sequence[Mapping[str, Any]], path: str, sweep: ml_collections.ConfigDict,
+         best_of_grid: bool = False) -> None:
+  """Metric against lag (log x), one line per model: median and min-max band.
+
+  ``rows``: one per (model, lag), each with model, lag, median, min and max.
+  With a grid they are the :func:`best_settings` entries (``best_of_grid``:
+  the legend says so), so each model's line follows its best setting at
+  each lag, which may differ from lag to lag (``best.md`` says which)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -194,7 +526,8 @@ def plot(rows: list[dict[str, Any]], path: str, sweep: ml_collections.ConfigDict
   for model in dict.fromkeys(r["model"] for r in rows):
     rs = sorted((r for r in rows if r["model"] == model), key=lambda r: r["lag"])
     lags = [r["lag"] for r in rs]
-    (line,) = ax.plot(lags, [r["median"] for r in rs], marker="o", label=model)
+    label = f"{model} (best setting per lag)" if best_of_grid else model
+    (line,) = ax.plot(lags, [r["median"] for r in rs], marker="o", label=label)
     ax.fill_between(lags, [r["min"] for r in rs], [r["max"] for r in rs],
                     color=line.get_color(), alpha=0.15, linewidth=0)
   ax.set_xscale("log")
