@@ -3,10 +3,10 @@
 Writes DIR/results.csv, DIR/results.md and DIR/memory_vs_lag.png and prints
 each model's memory horizon. A config with a ``grid`` (other fields swept,
 :mod:`lstm_jax.sweep`) also writes DIR/best.md, the best setting per model
-and lag with the tuning spend, and prints that table. Rerunning with the same DIR skips finished grid
-points. A point whose run would not fit in memory stops the sweep with one
-line on stderr and exit status 2 when its turn comes (``--force`` runs it
-anyway). This file only parses flags; the work is
+and lag with the tuning spend, and prints that table. Rerunning with the
+same DIR skips finished points. A point whose run would not fit in memory
+stops the sweep with one line on stderr and exit status 2 when its turn
+comes (``--force`` runs it anyway). This file only parses flags; the work is
 :func:`lstm_jax.sweep.run_sweep`.
 """
 

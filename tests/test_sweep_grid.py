@@ -300,8 +300,9 @@ def test_cli_runs_the_quick_tuning_config(tmp_path):
       ("8", "0.003"), ("8", "0.01"), ("16", "0.003"), ("16", "0.01")]
   spent = 0
   for r in table:
-    name = point_name("LSTM chrono", 2, {"batch_size": int(r["batch_size"]),
-                                         "optimizer.learning_rate": float(r["optimizer.learning_rate"])})
+    setting = {"batch_size": int(r["batch_size"]),
+               "optimizer.learning_rate": float(r["optimizer.learning_rate"])}
+    name = point_name("LSTM chrono", 2, setting)
     summary = json.loads((tmp_path / name / "summary.json").read_text())
     config = json.loads((tmp_path / name / "config.json").read_text())
     assert config["batch_size"] == int(r["batch_size"]) and config["num_seeds"] == 2
