@@ -15,6 +15,8 @@ Layers of the library (each imports only the ones before it)::
     devices   a function with a leading axis (seeds, or batch rows) split over
               devices; the placement of a run; how many CPU devices JAX makes
     models, training, config, runner, sweep, horizon, tasks   the experiment layer
+    diagnostics  memory diagnostics on one batch (forget gates, cell norms,
+              input gradients by distance)
 
 ``lstm_jax.linen``, ``lstm_jax.nnx``, ``devices`` and the
 experiment modules are imported on first use, so ``import lstm_jax`` stays
@@ -38,7 +40,7 @@ from lstm_jax.sequence import (bidirectional_rnn, init_stack, rnn, scan_layer,
 __version__ = "0.1.0"
 
 _LAZY = ("linen", "nnx", "devices", "models", "training", "config", "runner",
-         "sweep", "horizon", "tasks")
+         "sweep", "horizon", "tasks", "diagnostics")
 
 
 def __getattr__(name: str):

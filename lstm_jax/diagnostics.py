@@ -1,0 +1,245 @@
+"""Memory diagnostics on one batch, as pure (jit-able) functions.
+
+How an LSTM remembers, measured from one batch of inputs:
+
+    gate_trace                   per step forget gate f_t and cell state c_t of
+                                 one LSTM layer ([T, B, H] each) and the mask of
+                                 real steps ([T, B])
+    forget_gate_stats            mean f, fraction of f above 0.99, implied time
+                                 scale 1 / (1 - f) (mean and median over units)
+    cell_norm_over_time          ||c_t||_2 over units, averaged over the batch, [T]
+    input_gradient_by_distance   ||d sum(y_{t_out}) / d x_{t_out - d}||_F for
+                                 d = 0..t_out: how fast the error signal decays
+                                 with lag (any fn(params, xs) -> ys [B, T, O])
+    diagnose                     all of the above for a SequenceModel's first
+                                 layer, as plain floats and lists (JSON-ready)
+
+Nothing here changes a model or its training; the functions only read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lstm_jax.cells import Cell, LSTMState, Params, lstm_gates
+from lstm_jax.models import SequenceModel
+
+Array = jax.Array
+
+EPS = 1e-6
+"""Lower clip of ``1 - f`` in the time scale ``1 / (1 - f)`` (so ``f = 1``
+gives ``1e6`` steps instead of infinity)."""
+
+SATURATED = 0.99
+"""``forget_gate_stats`` counts the fraction of forget-gate values ``f > 0.99``."""
+
+
+class GateTrace(NamedTuple):
+  """What :func:`gate_trace` keeps per step.
+
+  Attributes:
+    f: ``[T, B, H]`` forget gate at each step.
+    c: ``[T, B, H]`` cell state after each step.
+    mask: ``[T, B]`` boolean, ``True`` at real steps ``t < lengths[b]``.
+  """
+  f: Array
+  c: Array
+  mask: Array
+
+
+def gate_trace(cell: Cell, params: Params, xs: Array, state: LSTMState | None = None,
+               lengths: Array | None = None) -> GateTrace:
+  """Forget gate and cell state of one LSTM layer at every step.
+
+  Scans :func:`lstm_jax.cells.lstm_gates` over time (the cell's own step, so
+  every variant is covered): ``f_t`` is the forget gate of step ``t`` (``1``
+  for a cell without forget gate, ``1 - i_t`` for the coupled CIFG cell) and
+  ``c_t = f_t * c_{t-1} + i_t * g_t``. Padded steps (``t >= lengths[b]``) hold
+  the state, as :func:`lstm_jax.sequence.scan_layer` does: there ``c`` repeats
+  the last real cell state and ``f`` is what the gate would compute; both are
+  excluded by ``mask``.
+
+  Args:
+    cell: an LSTM :class:`~lstm_jax.cells.Cell` (``kind == "lstm"``).
+    params: that layer's parameters.
+    xs: ``[B, T, I]`` inputs, batch-major (as :func:`lstm_jax.rnn`).
+    state: initial :class:`LSTMState` (``h [B, R]``, ``c [B, H]``), or ``None``
+      for zeros.
+    lengths: ``[B]`` integer lengths in ``[0, T]``, or ``None`` (all ``T``).
+
+  Returns:
+    :class:`GateTrace` ``(f [T, B, H], c [T, B, H], mask [T, B])``.
+
+  Raises:
+    ValueError: a cell that is not an LSTM, or ``xs`` not of rank 3.
+  """
+  if not isinstance(cell, Cell) or cell.kind != "lstm":
+    raise ValueError(f"cell: gate_trace needs an LSTM cell, got "
+                     f"{cell.describe() if isinstance(cell, Cell) else type(cell).__name__}")
+  if getattr(xs, "ndim", None) != 3:
+    raise ValueError(f"xs: expected rank 3 [batch, time, features], got shape "
+                     f"{tuple(getattr(xs, 'shape', ()))}")
+  batch, time = xs.shape[0], xs.shape[1]
+  if state is None:
+    state = cell.initial_state(batch, xs.dtype)
+  if lengths is None:
+    lengths = jnp.full((batch,), time, jnp.int32)
+  lengths = jnp.asarray(lengths)
+  variant = cell.variant
+
+  def body(carry: LSTMState, inp: tuple[Array, Array]):
+    x, t = inp
+    v = lstm_gates(params, carry, x, variant)
+    gates = None
+    if variant.gate_recurrence:
+      gates = jnp.concatenate([v.i, v.f, v.o], axis=-1).astype(carry.gates.dtype)
+    new = LSTMState(h=v.h, c=v.c, gates=gates)
+    valid = t < lengths
+    keep = jax.tree_util.tree_map(
+        lambda n, o: jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o),
+        new, carry)
+    return keep, (v.f, keep.c, valid)
+
+  ts = jnp.arange(time, dtype=lengths.dtype)
+  _, (f, c, mask) = jax.lax.scan(body, state, (jnp.swapaxes(xs, 0, 1), ts))
+  return GateTrace(f=f, c=c, mask=mask)
+
+
+def _weights(shape: tuple[int, ...], mask: Array | None, dtype: Any) -> Array:
+  """``mask`` as ``[T, B, 1]`` weights of ``dtype`` (all ones for ``None``)."""
+  if mask is None:
+    return jnp.ones(shape[:2] + (1,), dtype)
+  return jnp.asarray(mask).astype(dtype)[..., None]
+
+
+def forget_gate_stats(f: Array, mask: Array | None = None, eps: float = EPS) -> dict[str, Array]:
+  """Summary statistics of forget-gate values over the real steps.
+
+  With ``M`` the real entries ``(t, b)`` (``mask[t, b]``; all when ``mask`` is
+  ``None``) and ``H`` units::
+
+      mean               = mean over (t, b) in M and units j of f[t, b, j]
+      frac_above_0_99    = fraction of those values with f > 0.99 (strictly)
+      tau_j              = mean over (t, b) in M of 1 / max(1 - f[t, b, j], eps)
+      time_scale_mean    = (1 / H) sum_j tau_j
+      time_scale_median  = median over units j of tau_j
+
+  ``tau_j`` is the number of steps over which unit ``j`` keeps ``1/e`` of its
+  cell content at a constant forget gate (``f^tau ~ e^{-1}`` for f near 1),
+  averaged over steps and batch before the average over units;
+  ``eps = 1e-6`` caps it at a million steps where ``f = 1``. With no real
+  entry every value is NaN.
+
+  Args:
+    f: ``[T, B, H]`` forget gate (:func:`gate_trace`).
+    mask: ``[T, B]`` boolean, or ``None``.
+    eps: lower clip of ``1 - f``.
+
+  Returns:
+    ``{"mean", "frac_above_0_99", "time_scale_mean", "time_scale_median"}``,
+    scalar arrays.
+  """
+  f = jnp.asarray(f)
+  w = _weights(f.shape, mask, f.dtype)
+  n = jnp.sum(w)
+  hidden = f.shape[-1]
+  mean = jnp.sum(w * f) / (n * hidden)
+  frac = jnp.sum(w * (f > SATURATED)) / (n * hidden)
+  tau = jnp.sum(w * (1.0 / jnp.maximum(1.0 - f, eps)), axis=(0, 1)) / n  # [H]
+  return {"mean": mean, "frac_above_0_99": frac, "time_scale_mean": jnp.mean(tau),
+          "time_scale_median": jnp.median(tau)}
+
+
+def cell_norm_over_time(c: Array, mask: Array | None = None) -> Array:
+  """``n_t = mean over real rows b of ||c[t, b, :]||_2`` (2-norm over units).
+
+  Args:
+    c: ``[T, B, H]`` cell states (:func:`gate_trace`).
+    mask: ``[T, B]`` boolean, or ``None`` (every row real).
+
+  Returns:
+    ``[T]``; NaN at a step with no real row.
+  """
+  c = jnp.asarray(c)
+  norms = jnp.sqrt(jnp.sum(c * c, axis=-1))  # [T, B]
+  w = _weights(c.shape, mask, c.dtype)[..., 0]
+  return jnp.sum(w * norms, axis=1) / jnp.sum(w, axis=1)
+
+
+def input_gradient_by_distance(model_or_fn: SequenceModel | Callable[[Any, Array], Array],
+                               params: Any, xs: Array, t_out: int) -> Array:
+  """How strongly the output at ``t_out`` depends on the input ``d`` steps back.
+
+  With ``s(xs) = sum over batch b and output units o of y[b, t_out, o]``::
+
+      norms[d] = || d s / d xs[:, t_out - d, :] ||_F      for d = 0 .. t_out
+
+  the Frobenius norm over batch and input units of the gradient (rows of a
+  batch do not interact, so this is the root of the sum over rows of each
+  row's squared gradient norm). The decay of ``norms`` with ``d`` is the decay
+  of the error signal with lag.
+
+  Args:
+    model_or_fn: a :class:`~lstm_jax.models.SequenceModel` (its ``apply``) or
+      any ``fn(params, xs) -> ys [B, T, O]``.
+    params: its parameters.
+    xs: ``[B, T, I]`` inputs.
+    t_out: the output step, a Python integer in ``[0, T)`` (static under jit).
+
+  Returns:
+    ``[t_out + 1]`` norms, index ``d``.
+  """
+  fn = model_or_fn.apply if isinstance(model_or_fn, SequenceModel) else model_or_fn
+  time = xs.shape[1]
+  if not isinstance(t_out, (int, np.integer)) or isinstance(t_out, bool) \
+      or not 0 <= t_out < time:
+    raise ValueError(f"t_out: expected an integer in [0, T={time}), got {t_out!r}")
+  t_out = int(t_out)
+  grad = jax.grad(lambda x: jnp.sum(fn(params, x)[:, t_out]))(xs)  # [B, T, I]
+  per_step = jnp.sqrt(jnp.sum(grad * grad, axis=(0, 2)))  # [T]
+  return per_step[t_out::-1]
+
+
+def diagnose(model: SequenceModel, params: Params, batch_xs: Array,
+             t_out: int | None = None) -> dict[str, Any]:
+  """All memory diagnostics of a model on one batch, as plain Python values.
+
+  For an LSTM cell (measured on the first layer, from zero state, every step
+  real)::
+
+      forget_mean           forget_gate_stats(...)["mean"]
+      forget_frac_above_0_99, time_scale_mean, time_scale_median   likewise
+      cell_norm             cell_norm_over_time(c), a list of T floats
+      input_grad_norm       input_gradient_by_distance(model, ..., t_out), a list
+                            of t_out + 1 floats, index d
+
+  For a GRU or Elman cell (no forget gate, no cell state) only
+  ``input_grad_norm``.
+
+  Args:
+    model: the model.
+    params: its parameters (``model.init``).
+    batch_xs: ``[B, T, I]`` inputs.
+    t_out: output step of the gradient entry; ``None``: the last, ``T - 1``.
+
+  Returns:
+    A dict of floats and lists of floats (``json.dumps`` takes it).
+  """
+  time = batch_xs.shape[1]
+  t_out = time - 1 if t_out is None else t_out
+  out: dict[str, Any] = {}
+  if model.cell.kind == "lstm":
+    trace = gate_trace(model.cell, params["rnn"][0], batch_xs)
+    stats = forget_gate_stats(trace.f, trace.mask)
+    out["forget_mean"] = float(stats["mean"])
+    out["forget_frac_above_0_99"] = float(stats["frac_above_0_99"])
+    out["time_scale_mean"] = float(stats["time_scale_mean"])
+    out["time_scale_median"] = float(stats["time_scale_median"])
+    out["cell_norm"] = [float(v) for v in np.asarray(cell_norm_over_time(trace.c, trace.mask))]
+  norms = input_gradient_by_distance(model, params, batch_xs, t_out)
+  out["input_grad_norm"] = [float(v) for v in np.asarray(norms)]
+  return out
