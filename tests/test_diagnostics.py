@@ -12,6 +12,7 @@ import pytest
 
 import lstm_jax as L
 from lstm_jax import diagnostics as D
+from test_sequence import _random_params
 
 B, T, I, H = 3, 6, 3, 4
 LENGTHS = np.array([6, 2, 0])
@@ -19,14 +20,6 @@ LENGTHS = np.array([6, 2, 0])
 
 def _sigmoid(z):
   return 1.0 / (1.0 + np.exp(-z))
-
-
-def _random_params(cell, seed=1, input_size=I):
-  params = cell.init(jax.random.key(seed), input_size)
-  leaves, tree = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
-  leaves = [l + 0.3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
-  return jax.tree_util.tree_unflatten(tree, leaves)
 
 
 def _numpy_trace(params, xs, coupled=False):
