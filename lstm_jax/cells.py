@@ -22,6 +22,9 @@ e.g. ``G = 4`` for ``vanilla``, ``3`` for ``nig``/``nfg``/``nog``/``cifg``)::
     ln_c_bias[H]        layer-norm offset on c              (layer_norm)
     w_proj   [H, P]     output projection (LSTMP)           (proj_size > 0)
 
+With memory-cell blocks (``block_size = s > 1``) the ``G*H`` columns become
+``H`` for the candidate block and ``H / s`` for each gate block.
+
 The carry is :class:`LSTMState` ``(h [B, R], c [B, H], gates [B, 3H] or None)``.
 """
 
@@ -88,6 +91,17 @@ class LSTMVariant:
       ``[i, f, o]_{t-1} @ w_gates``; needs all three gates learned.
     layer_norm: layer-normalised pre-activations and cell (Ba et al. 2016,
       eq. 20-22): ``z = LN(h W_h) + LN(x W_x) + b``, ``h = o * tanh(LN(c))``.
+    block_size: memory-cell blocks (Hochreiter & Schmidhuber 1997, Sec. 4):
+      ``s`` contiguous cells share one input, forget and output gate, so the
+      gate blocks have ``H / s`` columns and the candidate block ``H``. 1:
+      every cell has its own gates. Not combined with peepholes, gate
+      recurrence or layer norm.
+    truncated_gradient: the 1997 truncated gradient: the recurrent input
+      ``h_prev`` of every gate and of the candidate is a constant when
+      differentiating (``z = x W_x + stop_gradient(h_prev) W_h + b``; with
+      peepholes, ``i`` and ``f`` see ``stop_gradient(c_prev)``), so error flows
+      back in time only through the cell state ``c_prev -> c``. ``W_h``'s
+      gradient still uses ``h_prev`` as its input.
   """
   input_gate: bool = True
   forget_gate: Literal["learned", "none", "coupled"] = "learned"
@@ -97,6 +111,8 @@ class LSTMVariant:
   peepholes: bool = False
   gate_recurrence: bool = False
   layer_norm: bool = False
+  block_size: int = 1
+  truncated_gradient: bool = False
 
   def __post_init__(self):
     checks.choice("forget_gate", self.forget_gate, ("learned", "none", "coupled"))
@@ -108,6 +124,15 @@ class LSTMVariant:
                                      and self.forget_gate == "learned"):
       raise ValueError("gate_recurrence=True (FGR) needs input_gate=True, "
                        "forget_gate='learned' and output_gate=True")
+    checks.integer("block_size", self.block_size, 1, meaning="1: a gate per cell")
+    checks.boolean("truncated_gradient", self.truncated_gradient)
+    if self.block_size > 1:
+      clash = [name for name in ("peepholes", "gate_recurrence", "layer_norm")
+               if getattr(self, name)]
+      if clash:
+        raise ValueError(f"block_size={self.block_size} (gates shared by blocks of cells) "
+                         f"cannot be combined with {', '.join(f'{n}=True' for n in clash)}; "
+                         "allowed: block_size=1")
 
   @property
   def blocks(self) -> tuple[str, ...]:
@@ -115,6 +140,12 @@ class LSTMVariant:
     present = {"i": self.input_gate, "f": self.forget_gate == "learned",
                "g": True, "o": self.output_gate}
     return tuple(name for name in G.GATE_ORDER if present[name])
+
+  def widths(self, hidden_size: int) -> tuple[int, ...]:
+    """Columns of each block of :attr:`blocks` for ``H = hidden_size``: ``H``
+    for the candidate ``g``, ``H / block_size`` for each gate."""
+    gates = hidden_size // self.block_size
+    return tuple(hidden_size if name == "g" else gates for name in self.blocks)
 
 
 _PEEP = LSTMVariant(peepholes=True)
@@ -168,6 +199,12 @@ def lstm_gates(params: Params, carry: LSTMState, x: Array,
       h = o * tanh(c)          (layer_norm: tanh(LN(c)); NOAF: h = o * c)
       h = h W_proj                                       (proj_size > 0)
 
+  With ``block_size = s > 1`` the gate blocks of ``z`` have ``H / s``
+  columns and cell ``j`` uses gate ``j // s``. With ``truncated_gradient``
+  ``h_prev`` (and, for peepholes, ``c_prev`` in ``i`` and ``f``) enters
+  ``z`` through ``stop_gradient``: the gradient flows back in time only along
+  ``c = f * c_prev + i * g``.
+
   Args:
     params: LSTM parameters (module docstring).
     carry: :class:`LSTMState` with ``h [B, R]``, ``c [B, H]``.
@@ -200,7 +237,7 @@ def lstm_preactivations(params: Params, carry: LSTMState, x: Array,
   Returns:
     ``z``: ``[B, G*H]``.
   """
-  h_prev = carry.h
+  h_prev = jax.lax.stop_gradient(carry.h) if variant.truncated_gradient else carry.h
   if variant.layer_norm:
     zx = x @ params["w_x"]
     zh = h_prev @ params["w_h"]
@@ -211,7 +248,10 @@ def lstm_preactivations(params: Params, carry: LSTMState, x: Array,
   else:
     z = G.fused_preactivations(x, h_prev, params["w_x"], params["w_h"], params.get("b"))
   if variant.gate_recurrence:  # all four blocks are present; g gets no term
-    r_i, r_f, r_o = G.split_gates(carry.gates.astype(z.dtype) @ params["w_gates"], 3)
+    prev = carry.gates.astype(z.dtype)
+    if variant.truncated_gradient:
+      prev = jax.lax.stop_gradient(prev)
+    r_i, r_f, r_o = G.split_gates(prev @ params["w_gates"], 3)
     z = z + jnp.concatenate([r_i, r_f, jnp.zeros_like(r_i), r_o], axis=-1)
   return z
 
@@ -234,21 +274,26 @@ def lstm_gates_from_preactivations(params: Params, carry: LSTMState, z: Array,
   """
   h_prev, c_prev = carry.h, carry.c
   blocks = variant.blocks
+  widths = variant.widths(c_prev.shape[-1])
   peep = params.get("w_peep") if variant.peepholes else None
   if peep is None:
     # No peepholes: every gate depends on z alone, so all G blocks go through
     # their activations in one pass (G.activate_blocks), the same functions
     # as G.input_gate / forget_gate / candidate / output_gate.
     kinds = tuple(variant.input_activation if b == "g" else "sigmoid" for b in blocks)
-    acts = dict(zip(blocks, G.split_gates(G.activate_blocks(z, kinds), len(blocks))))
-  parts = dict(zip(blocks, G.split_gates(z, len(blocks))))
+    acts = dict(zip(blocks, G.split_gates(G.activate_blocks(z, kinds, widths), widths)))
+    if variant.block_size > 1:  # one gate per block of cells: give each cell its gate
+      acts = {b: a if b == "g" else jnp.repeat(a, variant.block_size, axis=-1)
+              for b, a in acts.items()}
+  parts = dict(zip(blocks, G.split_gates(z, widths)))
   p_i, p_f, p_o = (None, None, None) if peep is None else (peep[0], peep[1], peep[2])
   gate = lambda name, fn, c_seen, p: acts[name] if peep is None else fn(parts[name], c_seen, p)
   one = jnp.ones_like(parts["g"])
+  c_seen = jax.lax.stop_gradient(c_prev) if variant.truncated_gradient else c_prev
 
-  i = gate("i", G.input_gate, c_prev, p_i) if variant.input_gate else one
+  i = gate("i", G.input_gate, c_seen, p_i) if variant.input_gate else one
   if variant.forget_gate == "learned":
-    f = gate("f", G.forget_gate, c_prev, p_f)
+    f = gate("f", G.forget_gate, c_seen, p_f)
   elif variant.forget_gate == "coupled":
     f = 1.0 - i
   else:
@@ -346,6 +391,10 @@ INIT_OPTIONS: tuple[str, ...] = ("kernel_init", "recurrent_init", "bias_init", "
 whether it has biases): the one list the Flax wrappers, the interop functions
 and the experiment config pass through."""
 
+VARIANT_OPTIONS: tuple[str, ...] = ("block_size", "truncated_gradient")
+"""The :class:`LSTMVariant` fields :func:`make_cell` (and the experiment
+config's ``model`` section) set on top of a named variant."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
@@ -409,6 +458,10 @@ class Cell:
       if self.chrono_t_max is None or not self.chrono_t_max > 2:
         raise ValueError(f"chrono_t_max={self.chrono_t_max!r}: bias_init='chrono' needs the "
                          "longest expected dependency T_max > 2")
+    if self.kind == "lstm" and self.hidden_size % self.variant.block_size:
+      raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of block_size="
+                       f"{self.variant.block_size}; allowed: a whole number of blocks of "
+                       "memory cells")
     checks.number("forget_bias", self.forget_bias, -float("inf"))
     checks.number("init_scale", self.init_scale, 0.0, strict=True)
     checks.boolean("use_bias", self.use_bias)
@@ -437,15 +490,25 @@ class Cell:
     h, r, nb = self.hidden_size, self.output_size, self.num_blocks
     k_x, k_h, k_b, k_p = jax.random.split(key, 4)
     kw = dict(scale=self.init_scale, dtype=dtype)
+    blocked = self.kind == "lstm" and self.variant.block_size > 1
+    kernel = (functools.partial(_blocked_kernel, variant=self.variant) if blocked
+              else initializers.gate_kernel)
     params: Params = {
-        "w_x": initializers.gate_kernel(self.kernel_init, k_x, input_size, h, nb, **kw),
-        "w_h": initializers.gate_kernel(self.recurrent_init, k_h, r, h, nb, **kw),
+        "w_x": kernel(self.kernel_init, k_x, input_size, h, nb, **kw),
+        "w_h": kernel(self.recurrent_init, k_h, r, h, nb, **kw),
     }
     if self.kind == "lstm":
       if self.use_bias:
-        full = initializers.lstm_bias(self.bias_init, k_b, h, forget_bias=self.forget_bias,
+        # One bias per gate unit: H of them, or one per block of cells.
+        k_b, k_g = jax.random.split(k_b) if blocked else (k_b, k_b)
+        gates = h // self.variant.block_size
+        full = initializers.lstm_bias(self.bias_init, k_b, gates,
+                                      forget_bias=self.forget_bias,
                                       t_max=self.chrono_t_max, dtype=dtype)
         by_name = dict(zip(G.GATE_ORDER, G.split_gates(full, 4)))
+        if blocked:  # the candidate has one bias per cell
+          by_name["g"] = (initializers.bias_blocks(self.bias_init, k_g, h, 1, dtype=dtype)
+                          if callable(self.bias_init) else jnp.zeros((h,), dtype))
         params["b"] = jnp.concatenate([by_name[n] for n in self.variant.blocks])
       if self.variant.peepholes:
         params["w_peep"] = jnp.zeros((3, h), dtype)
@@ -537,6 +600,18 @@ class Cell:
     return elman_step(params, carry, x)
 
 
+def _blocked_kernel(name: str | initializers.KernelInit, key: Array, fan_in: int,
+                    hidden_size: int, num_blocks: int, *, variant: LSTMVariant,
+                    scale: float, dtype: jnp.dtype) -> Array:
+  """A fused kernel ``[fan_in, sum(widths)]`` for memory-cell blocks: each gate
+  block ``[fan_in, H / block_size]`` and the candidate ``[fan_in, H]`` drawn
+  on their own keys."""
+  keys = jax.random.split(key, num_blocks)
+  return jnp.concatenate([
+      initializers.gate_kernel(name, k, fan_in, width, 1, scale=scale, dtype=dtype)
+      for k, width in zip(keys, variant.widths(hidden_size))], axis=-1)
+
+
 @functools.lru_cache(maxsize=256)
 def _param_shapes(cell: Cell, input_size: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
   shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size))
@@ -562,7 +637,8 @@ def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
     proj_size: LSTMP projection size ``P < H``; required for ``"lstmp"``.
     **options: other :class:`Cell` fields (``kernel_init``, ``recurrent_init``,
       ``bias_init``, ``forget_bias``, ``chrono_t_max``, ``init_scale``,
-      ``use_bias``).
+      ``use_bias``), or the :data:`VARIANT_OPTIONS` that change the named
+      variant (``block_size``, ``truncated_gradient``; LSTM cells only).
 
   Returns:
     The cell description.
@@ -570,16 +646,25 @@ def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
   Raises:
     ValueError: unknown name or option, or incompatible options.
   """
-  allowed = {f.name for f in dataclasses.fields(Cell)} - {"kind", "variant", "name",
-                                                          "hidden_size", "proj_size"}
+  allowed = ({f.name for f in dataclasses.fields(Cell)} - {"kind", "variant", "name",
+                                                           "hidden_size", "proj_size"}
+             | set(VARIANT_OPTIONS))
   unknown = sorted(set(options) - allowed)
   if unknown:
     raise ValueError(f"unknown cell option(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+  changes = {k: options.pop(k) for k in VARIANT_OPTIONS if k in options}
   if isinstance(name, LSTMVariant):
-    return Cell("lstm", hidden_size, name, proj_size, "custom", **options)
+    return Cell("lstm", hidden_size, dataclasses.replace(name, **changes), proj_size, "custom",
+                **options)
   checks.choice("cell", name, CELL_NAMES)
   if name == "lstmp" and not proj_size:
     raise ValueError("cell='lstmp' needs proj_size > 0 (and smaller than hidden_size)")
   if name in BASELINES:
+    changed = {k: v for k, v in changes.items() if v != getattr(LSTMVariant(), k)}
+    if changed:
+      k, v = next(iter(changed.items()))
+      checks.fail(k, v, f"cell={name!r} has no memory cells, only LSTM cells take it "
+                  f"(allowed: {getattr(LSTMVariant(), k)!r})")
     return Cell(name, hidden_size, LSTMVariant(), proj_size, name, **options)
-  return Cell("lstm", hidden_size, VARIANTS[name], proj_size, name, **options)
+  return Cell("lstm", hidden_size, dataclasses.replace(VARIANTS[name], **changes), proj_size,
+              name, **options)

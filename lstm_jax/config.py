@@ -10,6 +10,13 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     model.hidden_size, model.num_layers, model.proj_size
     model.kernel_init, model.recurrent_init, model.bias_init, model.forget_bias,
     model.chrono_t_max (0: 3/2 of the task's max length), model.init_scale
+    model.block_size  memory cells per block sharing their gates (1997; 1: none)
+    model.truncated_gradient  the 1997 truncated gradient (error flows back in
+                      time only through the cell state)
+    model.input_to_output  direct input-to-readout connections (1997)
+    model.readout_init  initialiser of the readout ("uniform": U[-init_scale, init_scale])
+    task_params.output_units  "task" (the task's loss) or "sigmoid" (sigmoid
+                      units on squared error, the 1997 nets)
     optimizer.name, optimizer.learning_rate, optimizer.schedule,
     optimizer.warmup_steps, optimizer.grad_clip, optimizer.weight_decay
     batch_size        sequences per update
@@ -46,7 +53,7 @@ from typing import Any, NamedTuple, Sequence
 import ml_collections
 
 from lstm_jax import checks
-from lstm_jax.cells import INIT_OPTIONS
+from lstm_jax.cells import INIT_OPTIONS, VARIANT_OPTIONS
 from lstm_jax.devices import Placement
 from lstm_jax.models import SequenceModel, make_model
 from lstm_jax.tasks import TASK_NAMES, Task, make_task
@@ -83,7 +90,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       cell="vanilla", hidden_size=32, num_layers=1, proj_size=0,
       kernel_init="lecun_normal", recurrent_init="orthogonal", bias_init="forget",
-      forget_bias=1.0, chrono_t_max=0.0, init_scale=0.1))
+      forget_bias=1.0, chrono_t_max=0.0, init_scale=0.1, block_size=1,
+      truncated_gradient=False, input_to_output=False, readout_init="lecun_normal"))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0,
       grad_clip=1.0, weight_decay=0.0))
@@ -152,7 +160,7 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
     message = str(err).removeprefix(f"{config.task}: ")
     raise _error(ValueError(message), {"lag": "lag"}, "task_params") from None
   m = config.model
-  options = {name: m[name] for name in INIT_OPTIONS if name in m}
+  options = {name: m[name] for name in INIT_OPTIONS + VARIANT_OPTIONS if name in m}
   if m.bias_init == "chrono":  # T_max defaults to 3/2 of the task's longest sequence
     options["chrono_t_max"] = float(m.chrono_t_max or 1.5 * task.max_length)
   else:
@@ -160,7 +168,8 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
   try:
     model = make_model(m.cell, m.hidden_size, task.output_size, num_layers=m.num_layers,
                        proj_size=m.proj_size, remat=config.remat, truncate=config.tbptt,
-                       impl=config.impl, **options)
+                       impl=config.impl, input_to_output=m.get("input_to_output", False),
+                       readout_init=m.get("readout_init", "lecun_normal"), **options)
   except ValueError as err:
     raise _error(err, _MODEL_FIELDS, "model") from None
   try:

@@ -82,6 +82,10 @@ def unsupported(cell: Cell, dtypes: Iterable[Any] | None = None) -> str | None:
     return "gate_recurrence=True"
   if v.layer_norm:
     return "layer_norm=True"
+  if v.block_size > 1:
+    return f"block_size={v.block_size}"
+  if v.truncated_gradient:
+    return "truncated_gradient=True"
   if cell.proj_size:
     return f"proj_size={cell.proj_size}"
   if dtypes is None:

@@ -53,7 +53,8 @@ BLOCK_ACTIVATIONS = ("sigmoid", "tanh", "identity")
 """Activations :func:`activate_blocks` applies to a block of fused pre-activations."""
 
 
-def activate_blocks(z: Array, kinds: tuple[str, ...]) -> Array:
+def activate_blocks(z: Array, kinds: tuple[str, ...],
+                    widths: tuple[int, ...] | None = None) -> Array:
   """Each block of fused pre-activations through its own activation, in one
   elementwise pass.
 
@@ -73,17 +74,20 @@ def activate_blocks(z: Array, kinds: tuple[str, ...]) -> Array:
   Args:
     z: ``[..., G*H]`` pre-activations (e.g. from :func:`fused_preactivations`).
     kinds: one of :data:`BLOCK_ACTIVATIONS` per block, in block order.
+    widths: columns of each block (default: ``G`` equal blocks); blocks of
+      memory cells have narrower gate blocks than candidate blocks.
 
   Returns:
     ``[..., G*H]`` activations.
   """
-  width = z.shape[-1] // len(kinds)
-  m = np.repeat([0.5 if k == "sigmoid" else 1.0 for k in kinds], width)
-  d = np.repeat([0.5 if k == "sigmoid" else 0.0 for k in kinds], width)
+  if widths is None:
+    widths = (z.shape[-1] // len(kinds),) * len(kinds)
+  m = np.repeat([0.5 if k == "sigmoid" else 1.0 for k in kinds], widths)
+  d = np.repeat([0.5 if k == "sigmoid" else 0.0 for k in kinds], widths)
   m, d = jnp.asarray(m, z.dtype), jnp.asarray(d, z.dtype)
   a = m * jnp.tanh(m * z) + d
   if "identity" in kinds:
-    a = jnp.where(np.repeat([k == "identity" for k in kinds], width), z, a)
+    a = jnp.where(np.repeat([k == "identity" for k in kinds], widths), z, a)
   return a
 
 
@@ -210,11 +214,15 @@ def fused_preactivations(x: Array, h_prev: Array, w_x: Array, w_h: Array,
   return z if b is None else z + b
 
 
-def split_gates(z: Array, num: int = 4) -> tuple[Array, ...]:
-  """Split fused pre-activations ``[..., num*H]`` into ``num`` blocks ``[..., H]``.
+def split_gates(z: Array, num: int | tuple[int, ...] = 4) -> tuple[Array, ...]:
+  """Split fused pre-activations ``[..., num*H]`` into ``num`` blocks ``[..., H]``,
+  or, given a tuple of widths ``(w_1, ..., w_G)``, ``[..., sum(w)]`` into blocks
+  ``[..., w_k]``.
 
   For an LSTM the blocks come back in :data:`GATE_ORDER` (i, f, g, o).
   """
+  if isinstance(num, tuple):
+    return tuple(jnp.split(z, np.cumsum(num)[:-1].tolist(), axis=-1))
   return tuple(jnp.split(z, num, axis=-1))
 
 

@@ -1,8 +1,10 @@
 """Sequence models for experiments: a stack of recurrent layers and a linear readout.
 
 ``y_t = h^{(L)}_t W_out + b_out`` where ``h^{(L)}`` is the output of the top
-layer of a :func:`lstm_jax.sequence.stacked_rnn` stack, for every step ``t``.
-Tasks decide which steps carry loss (``lstm_jax.tasks``).
+layer of a :func:`lstm_jax.sequence.stacked_rnn` stack, for every step ``t``;
+with input-to-output connections (the 1997 nets) ``y_t = h^{(L)}_t W_out +
+x_t W_in + b_out``. Tasks decide which steps carry loss and how outputs are
+read (``lstm_jax.tasks``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ class SequenceModel:
     impl: how the layers are computed (:data:`lstm_jax.sequence.IMPLS`);
       ``"fused"`` is refused here when the cell, ``remat`` or ``truncate``
       rule it out.
+    input_to_output: direct connections from the input to the readout
+      (``+ x_t W_in``), as in several 1997 experiments: the cells are then
+      free to hold what the current input does not tell.
+    readout_init: initialiser of ``W_out`` (and ``W_in``), a name from
+      :data:`lstm_jax.init.KERNEL_INITS` (``"uniform"`` uses the cell's
+      ``init_scale``).
   """
   cell: Cell
   num_layers: int
@@ -45,6 +53,8 @@ class SequenceModel:
   remat: Remat = "none"
   truncate: int = 0
   impl: str = "auto"
+  input_to_output: bool = False
+  readout_init: str = "lecun_normal"
 
   def __post_init__(self):
     if not isinstance(self.cell, Cell):
@@ -54,18 +64,21 @@ class SequenceModel:
     object.__setattr__(self, "remat", remat_policy(self.remat))
     checks.integer("truncate", self.truncate, 0, meaning="0: no truncation")
     resolve_impl(self.cell, checks.choice("impl", self.impl, IMPLS), self.remat, self.truncate)
+    checks.boolean("input_to_output", self.input_to_output)
+    checks.choice("readout_init", self.readout_init, initializers.KERNEL_INITS)
 
   def init(self, key: Array, input_size: int) -> Params:
-    """Params ``{"rnn": [layer, ...], "readout": {"w": [R, O], "b": [O]}}``."""
+    """Params ``{"rnn": [layer, ...], "readout": {"w": [R, O], "b": [O]}}``, and
+    ``readout["w_in"]: [I, O]`` with input-to-output connections."""
     k_rnn, k_out = jax.random.split(key)
-    return {
-        "rnn": init_stack(self.cell, k_rnn, input_size, self.num_layers),
-        "readout": {
-            "w": initializers.gate_kernel("lecun_normal", k_out, self.cell.output_size,
-                                          self.output_size, 1),
-            "b": jnp.zeros((self.output_size,), jnp.float32),
-        },
-    }
+    kernel = lambda k, fan_in: initializers.gate_kernel(
+        self.readout_init, k, fan_in, self.output_size, 1, scale=self.cell.init_scale)
+    readout = {"w": kernel(k_out, self.cell.output_size),
+               "b": jnp.zeros((self.output_size,), jnp.float32)}
+    if self.input_to_output:
+      readout["w_in"] = kernel(jax.random.fold_in(k_out, 1), input_size)
+    return {"rnn": init_stack(self.cell, k_rnn, input_size, self.num_layers),
+            "readout": readout}
 
   def apply(self, params: Params, inputs: Array, lengths: Array | None = None) -> Array:
     """Outputs ``[B, T, O]`` for inputs ``[B, T, I]`` and lengths ``[B]``.
@@ -90,12 +103,17 @@ class SequenceModel:
     ys, _ = run_layers(self.cell, params["rnn"], jnp.swapaxes(inputs, 0, 1), None, lengths,
                        remat=self.remat, truncate=self.truncate, impl=impl,
                        emit=lambda y: y @ readout["w"] + readout["b"])
-    return jnp.swapaxes(ys, 0, 1)
+    ys = jnp.swapaxes(ys, 0, 1)
+    if self.input_to_output:  # one matmul over all steps; padded inputs are zero
+      ys = ys + inputs.astype(ys.dtype) @ readout["w_in"]
+    return ys
 
 
 def make_model(cell: str, hidden_size: int, output_size: int, *, num_layers: int = 1,
                proj_size: int = 0, remat: Remat = "none", truncate: int = 0,
-               impl: str = "auto", **cell_options: Any) -> SequenceModel:
+               impl: str = "auto", input_to_output: bool = False,
+               readout_init: str = "lecun_normal", **cell_options: Any) -> SequenceModel:
   """Build a :class:`SequenceModel` from a cell name (see :func:`lstm_jax.make_cell`)."""
   return SequenceModel(make_cell(cell, hidden_size, proj_size=proj_size, **cell_options),
-                       num_layers, output_size, remat, truncate, impl)
+                       num_layers, output_size, remat, truncate, impl, input_to_output,
+                       readout_init)

@@ -83,7 +83,7 @@ def make_task(name: str, lag: int | None = None, **params: Any) -> Task:
     **params: other task parameters (e.g. ``p`` for ``hs2c``, ``n`` and
       ``stop`` for ``hs3*``, ``n_seq`` for ``hs5_multiplication``,
       ``n_markers`` for ``temporal_order``, ``n_symbols`` / ``n_distractors``
-      for ``delayed_recall``).
+      for ``delayed_recall``; ``output_units`` for every task).
 
   Returns:
     The (frozen, hashable) task.
@@ -93,7 +93,9 @@ def make_task(name: str, lag: int | None = None, **params: Any) -> Task:
       message names the field, the value and what is allowed.
   """
   cls = _lookup(name)
-  allowed = [f.name for f in dataclasses.fields(cls) if f.name != "lag"]
+  fields = dataclasses.fields(cls)  # the task's own parameters, then the common ones
+  allowed = ([f.name for f in fields if f.name != "lag" and not f.kw_only]
+             + [f.name for f in fields if f.kw_only])
   unknown = sorted(set(params) - set(allowed))
   if unknown:
     given = ", ".join(f"{k}={params[k]!r}" for k in unknown)

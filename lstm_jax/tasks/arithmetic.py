@@ -57,6 +57,7 @@ class Adding1997(Task):
   """
   name: ClassVar[str] = "hs4_adding"
   loss_type: ClassVar[str] = "mse"
+  unit_targets: ClassVar[bool] = True
   min_lag: ClassVar[int] = 2
   lag_meaning: ClassVar[str] = "T: lengths are drawn from T..T + T // 10"
   multiply: ClassVar[bool] = False

@@ -40,6 +40,11 @@ Array = jax.Array
 PerSequence = dict[str, Array]
 
 LOSS_TYPES = ("softmax_xent", "mse", "sigmoid_xent")
+OUTPUT_UNITS = ("task", "sigmoid")
+"""How a task reads the model's raw outputs: ``"task"`` by its ``loss_type``;
+``"sigmoid"``: sigmoid output units trained on squared error (the 1997 nets),
+``prediction = sigmoid(output)``, ``loss = mean_units (prediction - target)^2``
+against the (one-hot, for class targets) dense targets."""
 
 
 class Batch(NamedTuple):
@@ -179,17 +184,29 @@ class Task:
       ``"sigmoid_xent"`` (multi-label float targets).
     min_lag: the smallest ``lag`` the generator supports.
     lag_meaning: what ``lag`` is for this task.
+    unit_targets: for ``"mse"`` tasks, whether every target lies in
+      ``[0, 1]`` (so sigmoid output units can reach it).
+
+  Fields every task has: ``lag``, and ``output_units`` (keyword only; one of
+  :data:`OUTPUT_UNITS`).
   """
   name: ClassVar[str] = "task"
   loss_type: ClassVar[str] = "mse"
   min_lag: ClassVar[int] = 1
   lag_meaning: ClassVar[str] = ""
+  unit_targets: ClassVar[bool] = False
 
   lag: int = 1
+  output_units: str = dataclasses.field(default="task", kw_only=True)
 
   def __post_init__(self) -> None:
     self._set("lag", checks.integer(f"{self.name}: lag", self.lag, self.min_lag,
                                     meaning=self.lag_meaning))
+    checks.choice(f"{self.name}: output_units", self.output_units, OUTPUT_UNITS)
+    if self.output_units == "sigmoid" and self.loss_type == "mse" and not self.unit_targets:
+      checks.fail(f"{self.name}: output_units", self.output_units,
+                  "this task's targets leave [0, 1], which sigmoid units cannot reach; "
+                  "allowed: 'task'")
     self._validate()
     if self.max_length > checks.INT32_MAX:
       raise ValueError(f"{self.name}: lag={self.lag} makes sequences of {self.max_length:,} "
@@ -255,7 +272,10 @@ class Task:
 
   def predict(self, outputs: Array) -> Array:
     """Raw outputs ``[B, T, O]`` -> predictions in target space: softmax
-    probabilities, sigmoid activations, or the outputs themselves (``"mse"``)."""
+    probabilities, sigmoid activations, or the outputs themselves (``"mse"``);
+    sigmoid activations with ``output_units="sigmoid"``."""
+    if self.output_units == "sigmoid":
+      return jax.nn.sigmoid(outputs)
     if self.loss_type == "softmax_xent":
       return jax.nn.softmax(outputs, axis=-1)
     if self.loss_type == "sigmoid_xent":
@@ -270,9 +290,12 @@ class Task:
 
   def step_losses(self, outputs: Array, batch: Batch) -> Array:
     """``[B, T]`` loss of every step (unmasked); mean over output units for
-    ``"mse"`` and ``"sigmoid_xent"``."""
+    ``"mse"`` and ``"sigmoid_xent"``, and with ``output_units="sigmoid"``:
+    ``mean_units (sigmoid(outputs) - dense_targets)^2``."""
     self._check_outputs(outputs, batch)
     outputs = outputs.astype(jnp.float32)
+    if self.output_units == "sigmoid":
+      return jnp.mean(jnp.square(jax.nn.sigmoid(outputs) - self.dense_targets(batch)), axis=-1)
     if self.loss_type == "softmax_xent":
       logz = jax.nn.logsumexp(outputs, axis=-1)
       picked = jnp.take_along_axis(outputs, batch.targets[..., None].astype(jnp.int32),
@@ -320,8 +343,9 @@ class Task:
   @property
   def baseline(self) -> float | None:
     """Loss of the best memoryless predictor (per masked step, same
-    normalisation as :meth:`loss`), or None where not defined."""
-    return self._baseline()
+    normalisation as :meth:`loss`), or None where not defined (always with
+    ``output_units="sigmoid"``: the baselines are in the task's own loss)."""
+    return None if self.output_units == "sigmoid" else self._baseline()
 
   def _check_outputs(self, outputs: Array, batch: Batch) -> None:
     want = (batch.inputs.shape[0], self.max_length, self.output_size)

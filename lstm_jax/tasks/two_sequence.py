@@ -47,6 +47,7 @@ class TwoSequence(Task):
   """
   name: ClassVar[str] = "hs3a"
   loss_type: ClassVar[str] = "mse"
+  unit_targets: ClassVar[bool] = True
   min_lag: ClassVar[int] = 2
   lag_meaning: ClassVar[str] = "T: lengths are drawn from T..T + T // 10"
   variant: ClassVar[str] = "a"
