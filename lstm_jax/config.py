@@ -43,6 +43,14 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     nonfinite         "stop": a NaN/Inf loss, gradient or parameter ends the run
                       (last good checkpoint kept, non-zero exit); "skip": drop
                       that update and count it (metrics "skipped_updates")
+    diagnostics.every  memory diagnostics every this many updates (0: off,
+                      the default; lstm_jax.runner): forget-gate statistics,
+                      cell- or hidden-state norm over time, input-gradient
+                      norm by distance, logged with the metrics, to
+                      TensorBoard and to diagnostics.jsonl
+    diagnostics.num_sequences  sequences of the fixed batch they are measured on
+    diagnostics.distances  distances d of the logged input_grad_norm_d{d}
+                      scalars (the full curve is in diagnostics.jsonl)
 """
 
 from __future__ import annotations
@@ -109,6 +117,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.impl = "auto"
   c.ensemble = "auto"
   c.split_batch = "auto"
+  c.diagnostics = ml_collections.ConfigDict(dict(
+      every=0, num_sequences=16, distances=(0, 1, 4, 16, 64, 256, 1024)))
   return c
 
 
@@ -142,8 +152,10 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
     checks.choice("task", config.task, TASK_NAMES)
     for field, minimum in (("batch_size", 1), ("budget_sequences", 1), ("eval_size", 1),
                            ("seed", 0), ("log_every", 1), ("eval_every", 1),
-                           ("checkpoint_every", 1), ("optimizer.warmup_steps", 0)):
+                           ("checkpoint_every", 1), ("optimizer.warmup_steps", 0),
+                           ("diagnostics.every", 0), ("diagnostics.num_sequences", 1)):
       checks.integer(field, _get(config, field), minimum)
+    _check_distances(config.diagnostics.distances)
     o = config.optimizer
     checks.choice("optimizer.name", o.name, OPTIMIZERS)
     checks.choice("optimizer.schedule", o.schedule, SCHEDULES)
@@ -178,6 +190,15 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
   except ValueError as err:
     raise _error(err, _PLACEMENT_FIELDS, "") from None
   return Built(task, model, placement)
+
+
+def _check_distances(distances: Any) -> None:
+  """``diagnostics.distances``: a list of distinct integers >= 0."""
+  ok = isinstance(distances, (list, tuple)) and all(
+      checks.is_int(d) and 0 <= d <= checks.INT32_MAX for d in distances)
+  if not ok or len(set(distances)) != len(distances):
+    checks.fail("diagnostics.distances", distances, "expected a list of distinct integers "
+                ">= 0 (distances before the output, e.g. [0, 1, 4, 16])")
 
 
 def _get(c: ml_collections.ConfigDict, field: str) -> Any:
