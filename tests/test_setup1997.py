@@ -1,0 +1,212 @@
+"""The options of the 1997 setup, each against a NumPy loop written here:
+memory-cell blocks (gates shared by ``block_size`` cells), the truncated
+gradient (error flows back in time only through the cell state),
+input-to-output connections and sigmoid output units on squared error."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import lstm_jax
+from lstm_jax import config as C
+from lstm_jax.models import make_model
+from lstm_jax.tasks import make_task
+
+I, H, S, T, B = 3, 4, 2, 6, 2   # inputs, cells, block size, steps, batch
+K = H // S                      # gates per kind: one per block
+
+
+def np_sigmoid(v):
+  return 1.0 / (1.0 + np.exp(-v))
+
+
+def split(z, forget):
+  """Blocks of z in the order i, (f), g, o: gates K columns, candidate H."""
+  widths = [K, K, H, K] if forget else [K, H, K]
+  parts = np.split(z, np.cumsum(widths)[:-1], axis=-1)
+  return parts if forget else [parts[0], None, parts[1], parts[2]]
+
+
+def ref_forward(p, xs, forget):
+  """Plain loop over time; the gate of cell j is gate j // S of its kind."""
+  h, c = np.zeros((B, H)), np.zeros((B, H))
+  trace = []
+  for t in range(xs.shape[1]):
+    x = xs[:, t]
+    zi, zf, zg, zo = split(x @ p["w_x"] + h @ p["w_h"] + p["b"], forget)
+    i = np.repeat(np_sigmoid(zi), S, axis=-1)
+    f = np.repeat(np_sigmoid(zf), S, axis=-1) if forget else np.ones((B, H))
+    g = np.tanh(zg)
+    o = np.repeat(np_sigmoid(zo), S, axis=-1)
+    c_new = f * c + i * g
+    h_new = o * np.tanh(c_new)
+    trace.append(dict(x=x, h_prev=h, c_prev=c, i=i, f=f, g=g, o=o, c=c_new, h=h_new))
+    h, c = h_new, c_new
+  return trace
+
+
+def ref_truncated_grads(p, xs, r, forget):
+  """Gradients of ``L = sum_t sum(h_t * r_t)`` with the 1997 truncation:
+  ``dL/dh_t = r_t`` only (no error through ``h_{t-1} W_h``); the cell state
+  carries ``dc_{t-1} = dc_t * f_t``. Block gates sum the error of their cells."""
+  trace = ref_forward(p, xs, forget)
+  grads = {k: np.zeros_like(v) for k, v in p.items()}
+  dxs = np.zeros_like(xs)
+  dc_next, f_next = np.zeros((B, H)), np.ones((B, H))
+  block_sum = lambda v: v.reshape(B, K, S).sum(-1)
+  for t in reversed(range(len(trace))):
+    s = trace[t]
+    dh = r[:, t]
+    tc = np.tanh(s["c"])
+    dc = dh * s["o"] * (1 - tc ** 2) + dc_next * f_next
+    do = block_sum(dh * tc)
+    o_k, i_k = s["o"][:, ::S], s["i"][:, ::S]
+    dz_o = do * o_k * (1 - o_k)
+    dz_i = block_sum(dc * s["g"]) * i_k * (1 - i_k)
+    dz_g = dc * s["i"] * (1 - s["g"] ** 2)
+    blocks = [dz_i]
+    if forget:
+      f_k = s["f"][:, ::S]
+      blocks.append(block_sum(dc * s["c_prev"]) * f_k * (1 - f_k))
+    dz = np.concatenate(blocks + [dz_g, dz_o], axis=-1)
+    grads["w_x"] += s["x"].T @ dz
+    grads["w_h"] += s["h_prev"].T @ dz
+    grads["b"] += dz.sum(0)
+    dxs[:, t] = dz @ p["w_x"].T
+    dc_next, f_next = dc, s["f"]
+  return grads, dxs
+
+
+def _case(name, truncated, seed=0):
+  cell = lstm_jax.make_cell(name, H, block_size=S, truncated_gradient=truncated)
+  rng = np.random.default_rng(seed)
+  shapes = cell.param_shapes(I)
+  p = {k: rng.normal(0, 0.6, v) for k, v in shapes.items()}
+  xs = rng.normal(0, 1, (B, T, I))
+  r = rng.normal(0, 1, (B, T, H))
+  return cell, p, xs, r
+
+
+@pytest.mark.parametrize("name", ["lstm1997", "vanilla"])
+def test_blocks_share_gates_forward_matches_numpy(name):
+  cell, p, xs, _ = _case(name, truncated=False)
+  assert cell.param_shapes(I)["w_x"] == (I, H + (3 if name == "vanilla" else 2) * K)
+  ys, _ = lstm_jax.rnn(cell, jax.tree.map(jnp.asarray, p), jnp.asarray(xs, jnp.float32))
+  want = np.stack([s["h"] for s in ref_forward(p, xs, name == "vanilla")], axis=1)
+  np.testing.assert_allclose(np.asarray(ys), want, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["lstm1997", "vanilla"])
+def test_truncated_gradient_matches_numpy_backward(name):
+  """The truncated gradient is not the derivative of the loss (so a
+  finite-difference check cannot judge it): compare with the hand-written
+  truncated backward pass above, and check it differs from the full one."""
+  forget = name == "vanilla"
+  cell, p, xs, r = _case(name, truncated=True, seed=1)
+
+  def loss(params, inputs, c):
+    return jnp.sum(lstm_jax.rnn(c, params, inputs)[0] * r)
+
+  with jax.enable_x64(True):
+    jp = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), p)
+    jx = jnp.asarray(xs, jnp.float64)
+    g, dx = jax.grad(loss, argnums=(0, 1))(jp, jx, cell)
+    full = jax.grad(loss)(jp, jx, lstm_jax.make_cell(name, H, block_size=S))
+  want, want_dx = ref_truncated_grads(p, xs, r, forget)
+  for k in want:
+    np.testing.assert_allclose(np.asarray(g[k]), want[k], rtol=1e-9, atol=1e-12, err_msg=k)
+  np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=1e-9, atol=1e-12)
+  assert not np.allclose(np.asarray(full["w_h"]), want["w_h"], rtol=1e-3)
+
+
+def test_truncated_gradient_keeps_the_forward_pass():
+  cell, p, xs, _ = _case("vanilla", truncated=True)
+  jp, jx = jax.tree.map(jnp.asarray, p), jnp.asarray(xs, jnp.float32)
+  full = lstm_jax.make_cell("vanilla", H, block_size=S)
+  np.testing.assert_array_equal(np.asarray(lstm_jax.rnn(cell, jp, jx)[0]),
+                                np.asarray(lstm_jax.rnn(full, jp, jx)[0]))
+
+
+def test_blocks_gradients_check_grads():
+  cell, p, xs, _ = _case("vanilla", truncated=False, seed=2)
+  with jax.enable_x64(True):
+    jp = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), p)
+    jx = jnp.asarray(xs[:, :3], jnp.float64)
+    check_grads(lambda q, x: jnp.sum(jnp.sin(lstm_jax.rnn(cell, q, x)[0])), (jp, jx),
+                order=1, modes=("rev",))
+
+
+def test_block_gate_biases_follow_the_1997_staircase_per_block():
+  cell = lstm_jax.make_cell("lstm1997", 4, block_size=2, bias_init="hs1997")
+  b = np.asarray(cell.init(jax.random.key(0), 3)["b"])
+  np.testing.assert_array_equal(b, [-1, -2, 0, 0, 0, 0, -1, -2])  # i [2], g [4], o [2]
+
+
+def test_input_to_output_readout_matches_numpy():
+  model = make_model("vanilla", H, 2, input_to_output=True, readout_init="uniform",
+                     init_scale=0.2)
+  params = model.init(jax.random.key(1), I)
+  w_in = np.asarray(params["readout"]["w_in"])
+  assert w_in.shape == (I, 2) and np.abs(w_in).max() <= 0.2
+  xs = np.random.default_rng(3).normal(size=(B, T, I)).astype(np.float32)
+  ys = np.asarray(model.apply(params, jnp.asarray(xs)))
+  hs, _ = lstm_jax.rnn(model.cell, params["rnn"][0], jnp.asarray(xs))
+  ro = jax.tree.map(np.asarray, params["readout"])
+  want = np.asarray(hs) @ ro["w"] + xs @ ro["w_in"] + ro["b"]
+  np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-6)
+  plain = make_model("vanilla", H, 2).init(jax.random.key(1), I)
+  assert "w_in" not in plain["readout"]
+
+
+@pytest.mark.parametrize("task_name", ["hs2a", "hs4_adding"])
+def test_sigmoid_units_squared_error_matches_numpy(task_name):
+  task = make_task(task_name, lag=5, output_units="sigmoid")
+  batch = task.sample(jax.random.key(0), 3)
+  out = np.random.default_rng(4).normal(size=(3, task.max_length, task.output_size))
+  out = out.astype(np.float32)
+  target = np.asarray(task.dense_targets(batch))
+  mask = np.asarray(batch.mask)
+  step = ((np_sigmoid(out) - target) ** 2).mean(-1)
+  np.testing.assert_allclose(float(task.loss(jnp.asarray(out), batch)),
+                             (step * mask).sum() / mask.sum(), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(task.predict(jnp.asarray(out))), np_sigmoid(out),
+                             rtol=1e-5)
+  assert task.baseline is None
+
+
+def test_output_units_errors_name_the_field():
+  with pytest.raises(ValueError, match=r"output_units='sigmoid' is not allowed; this task's "
+                     r"targets leave \[0, 1\]"):
+    make_task("adding", lag=5, output_units="sigmoid")
+  with pytest.raises(ValueError, match=r"output_units='tanh' is not allowed; allowed: 'task', "
+                     r"'sigmoid'"):
+    make_task("hs2a", lag=5, output_units="tanh")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.block_size", 3, r"config.model.hidden_size=8 is not a multiple of block_size=3"),
+    ("model.block_size", 0, r"config.model.block_size=0 is not allowed; expected an integer"),
+    ("model.readout_init", "he", r"config.model.readout_init='he' is not allowed"),
+    ("task_params.output_units", "linear",
+     r"config.task_params.output_units='linear' is not allowed"),
+])
+def test_config_fields_of_the_1997_setup_are_checked(field, value, message):
+  import configs.hs4_adding as cfg
+  c = cfg.get_config("quick")
+  section, name = field.split(".")
+  c[section][name] = value
+  with pytest.raises(C.ConfigError, match=message):
+    C.build(c)
+
+
+def test_block_options_refused_with_peepholes_and_for_baselines():
+  with pytest.raises(ValueError, match=r"block_size=2 .* cannot be combined with "
+                     r"peepholes=True"):
+    lstm_jax.make_cell("peephole", 4, block_size=2)
+  with pytest.raises(ValueError, match=r"block_size=2 is not allowed; cell='elman' has no "
+                     r"memory cells"):
+    lstm_jax.make_cell("elman", 4, block_size=2)
+  assert lstm_jax.sequence.resolve_impl(
+      lstm_jax.make_cell("vanilla", 4, truncated_gradient=True), "auto") == "scan"
