@@ -14,12 +14,24 @@ How an LSTM remembers, measured from one batch of inputs:
     diagnose                     all of the above for a SequenceModel's first
                                  layer, as plain floats and lists (JSON-ready)
 
+and, for training runs (:mod:`lstm_jax.runner` logs them; batches of a task,
+with per-sequence lengths):
+
+    hidden_trace                 per step hidden state of one layer of any cell
+    norm_at_end                  mean over rows b of ||state[lengths[b] - 1, b]||_2
+    input_gradient_from_end      the gradient norm by distance d back from each
+                                 sequence's last real step
+    measure                      the arrays of one seed (jit-able), per cell kind
+    summarize                    one seed's measured arrays as logged scalars and
+                                 JSON curves
+
 Nothing here changes a model or its training; the functions only read.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import math
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -243,3 +255,210 @@ def diagnose(model: SequenceModel, params: Params, batch_xs: Array,
   norms = input_gradient_by_distance(model, params, batch_xs, t_out)
   out["input_grad_norm"] = [float(v) for v in np.asarray(norms)]
   return out
+
+
+# ----------------------------------------------------------------------------
+# What a training run logs (lstm_jax.runner).
+
+
+def hidden_trace(cell: Cell, params: Params, xs: Array, state: Any = None,
+                 lengths: Array | None = None) -> tuple[Array, Array]:
+  """Hidden state (the output ``h``) of one layer of any cell at every step.
+
+  Scans ``cell.step``; padded steps (``t >= lengths[b]``) hold the state, as
+  :func:`lstm_jax.sequence.scan_layer` does, and are excluded by ``mask``.
+
+  Args:
+    cell: any :class:`~lstm_jax.cells.Cell` (LSTM, GRU or Elman).
+    params: that layer's parameters.
+    xs: ``[B, T, I]`` inputs, batch-major.
+    state: initial state (``cell.initial_state(B)`` layout), or ``None`` for zeros.
+    lengths: ``[B]`` integer lengths in ``[0, T]``, or ``None`` (all ``T``).
+
+  Returns:
+    ``(h [T, B, R], mask [T, B])``: ``R`` the cell's output size, ``mask``
+    ``True`` at real steps.
+  """
+  if getattr(xs, "ndim", None) != 3:
+    raise ValueError(f"xs: expected rank 3 [batch, time, features], got shape "
+                     f"{tuple(getattr(xs, 'shape', ()))}")
+  batch, time = xs.shape[0], xs.shape[1]
+  if state is None:
+    state = cell.initial_state(batch, xs.dtype)
+  lengths = jnp.full((batch,), time, jnp.int32) if lengths is None else jnp.asarray(lengths)
+  output = (lambda s: s.h) if cell.kind == "lstm" else (lambda s: s)
+
+  def body(carry: Any, inp: tuple[Array, Array]):
+    x, t = inp
+    new, _ = cell.step(params, carry, x)
+    valid = t < lengths
+    keep = jax.tree_util.tree_map(
+        lambda n, o: jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o),
+        new, carry)
+    return keep, (output(keep), valid)
+
+  ts = jnp.arange(time, dtype=lengths.dtype)
+  _, (h, mask) = jax.lax.scan(body, state, (jnp.swapaxes(xs, 0, 1), ts))
+  return h, mask
+
+
+def norm_at_end(states: Array, lengths: Array) -> Array:
+  """``mean over rows b with lengths[b] >= 1 of ||states[lengths[b] - 1, b, :]||_2``.
+
+  Args:
+    states: ``[T, B, H]`` per-step states (:func:`gate_trace` ``c`` or
+      :func:`hidden_trace` ``h``).
+    lengths: ``[B]`` integer lengths.
+
+  Returns:
+    A scalar (NaN when no row has a real step).
+  """
+  states, lengths = jnp.asarray(states), jnp.asarray(lengths)
+  last = jnp.clip(lengths - 1, 0, states.shape[0] - 1)
+  rows = states[last, jnp.arange(states.shape[1])]  # [B, H]
+  w = (lengths >= 1).astype(states.dtype)
+  return jnp.sum(w * jnp.sqrt(jnp.sum(rows * rows, axis=-1))) / jnp.sum(w)
+
+
+def input_gradient_from_end(model_or_fn: SequenceModel | Callable[..., Array], params: Any,
+                            xs: Array, lengths: Array | None = None) -> Array:
+  """Gradient norm of each sequence's last output with respect to the input
+  ``d`` steps before it.
+
+  With ``e_b = lengths[b] - 1`` the last real step of row ``b`` and
+  ``s = sum over b and output units o of y[b, e_b, o]`` (rows do not
+  interact, so ``d s / d xs[b]`` is row ``b``'s own gradient)::
+
+      norms[d] = sqrt( sum over rows b with e_b - d >= 0 of
+                       || d s / d xs[b, e_b - d, :] ||_2^2 )      d = 0 .. T - 1
+
+  NaN at a distance no row reaches. With every length ``T`` this is
+  :func:`input_gradient_by_distance` at ``t_out = T - 1``.
+
+  Args:
+    model_or_fn: a :class:`~lstm_jax.models.SequenceModel` or any
+      ``fn(params, xs, lengths) -> ys [B, T, O]``.
+    params: its parameters.
+    xs: ``[B, T, I]`` inputs.
+    lengths: ``[B]`` integer lengths in ``[1, T]``, or ``None`` (all ``T``).
+
+  Returns:
+    ``[T]`` norms, index ``d``.
+  """
+  fn = model_or_fn.apply if isinstance(model_or_fn, SequenceModel) else model_or_fn
+  batch, time = xs.shape[0], xs.shape[1]
+  lengths = jnp.full((batch,), time, jnp.int32) if lengths is None else jnp.asarray(lengths)
+  last = jnp.clip(lengths - 1, 0, time - 1)
+  rows = jnp.arange(batch)
+
+  def total(x: Array) -> Array:
+    return jnp.sum(fn(params, x, lengths)[rows, last])
+
+  grad = jax.grad(total)(xs)  # [B, T, I]
+  sq = jnp.sum(grad * grad, axis=-1)  # [B, T]
+  index = last[:, None] - jnp.arange(time)[None, :]  # [B, d]: the step d before the end
+  reached = (index >= 0) & (lengths[:, None] >= 1)
+  picked = jnp.take_along_axis(sq, jnp.clip(index, 0, time - 1), axis=1)
+  norms = jnp.sqrt(jnp.sum(jnp.where(reached, picked, 0.0), axis=0))
+  return jnp.where(jnp.any(reached, axis=0), norms, jnp.nan)
+
+
+def measure(model: SequenceModel, params: Params, xs: Array,
+            lengths: Array | None = None) -> dict[str, Array]:
+  """The diagnostics of one model (one seed) on one batch, as arrays (jit-able).
+
+  Measured on the first layer from zero state, with the batch's lengths:
+
+  LSTM cells::
+
+      forget_mean, forget_frac_above_0_99, time_scale_mean, time_scale_median
+                        forget_gate_stats over the real steps (scalars)
+      cell_norm         cell_norm_over_time(c, mask)            [T]
+      cell_norm_end     norm_at_end(c, lengths)                 scalar
+
+  GRU and Elman cells (no forget gate, no cell state; the hidden state is
+  their memory)::
+
+      hidden_norm       cell_norm_over_time(h, mask)            [T]
+      hidden_norm_end   norm_at_end(h, lengths)                 scalar
+
+  every cell::
+
+      input_grad_norm   input_gradient_from_end(model, ...)     [T], index d
+
+  Args:
+    model: the model.
+    params: one seed's parameters.
+    xs: ``[B, T, I]`` inputs.
+    lengths: ``[B]`` lengths in ``[1, T]``, or ``None`` (all ``T``).
+
+  Returns:
+    ``{name: array}`` as above.
+  """
+  batch, time = xs.shape[0], xs.shape[1]
+  lengths = jnp.full((batch,), time, jnp.int32) if lengths is None else jnp.asarray(lengths)
+  layer = params["rnn"][0]
+  out: dict[str, Array] = {}
+  if model.cell.kind == "lstm":
+    trace = gate_trace(model.cell, layer, xs, lengths=lengths)
+    stats = forget_gate_stats(trace.f, trace.mask)
+    out.update({"forget_mean": stats["mean"], "forget_frac_above_0_99": stats["frac_above_0_99"],
+                "time_scale_mean": stats["time_scale_mean"],
+                "time_scale_median": stats["time_scale_median"]})
+    states, mask, name = trace.c, trace.mask, "cell_norm"
+  else:
+    states, mask = hidden_trace(model.cell, layer, xs, lengths=lengths)
+    name = "hidden_norm"
+  out[name] = cell_norm_over_time(states, mask)
+  out[f"{name}_end"] = norm_at_end(states, lengths)
+  out["input_grad_norm"] = input_gradient_from_end(model, params, xs, lengths)
+  return out
+
+
+CURVES = ("cell_norm", "hidden_norm", "input_grad_norm")
+"""The entries of :func:`measure` that are curves over time or distance."""
+
+
+def _finite_or_none(value: float) -> float | None:
+  return value if math.isfinite(value) else None
+
+
+def summarize(measured: dict[str, Any], distances: Sequence[int]
+              ) -> tuple[dict[str, float], dict[str, list[float | None]]]:
+  """One seed's :func:`measure` arrays as the scalars a run logs and the curves.
+
+  Scalars: every scalar entry of ``measured`` as a float, and per curve
+  ``x`` of ``cell_norm`` / ``hidden_norm``::
+
+      x_mean   mean over the steps with a real row of x[t]
+      x_max    max over those steps of x[t]
+
+  and ``input_grad_norm_d{d}`` = ``input_grad_norm[d]`` for every ``d`` in
+  ``distances`` below ``T`` (larger ones are left out). Curves: the curve
+  entries as lists of floats, ``None`` where NaN (no real row at that step or
+  distance), so the JSON is standard.
+
+  Args:
+    measured: :func:`measure`'s dict for one seed (NumPy or JAX arrays).
+    distances: the distances of the ``input_grad_norm_d{d}`` scalars.
+
+  Returns:
+    ``(scalars, curves)``.
+  """
+  scalars: dict[str, float] = {}
+  curves: dict[str, list[float | None]] = {}
+  for key, value in measured.items():
+    value = np.asarray(value, np.float64)
+    if key not in CURVES:
+      scalars[key] = float(value)
+      continue
+    curves[key] = [_finite_or_none(float(v)) for v in value]
+    if key != "input_grad_norm":
+      real = value[np.isfinite(value)]
+      scalars[f"{key}_mean"] = float(real.mean()) if real.size else float("nan")
+      scalars[f"{key}_max"] = float(real.max()) if real.size else float("nan")
+  grads = np.asarray(measured["input_grad_norm"], np.float64)
+  for d in distances:
+    if d < grads.shape[0]:
+      scalars[f"input_grad_norm_d{d}"] = float(grads[d])
+  return scalars, curves

@@ -176,3 +176,99 @@ def test_diagnose_gru_only_gradient_entry():
   assert set(out) == {"input_grad_norm"}
   assert len(out["input_grad_norm"]) == 4
   json.dumps(out, allow_nan=False)
+
+
+# ----------------------------------------------------------------------------
+# What a training run logs.
+
+
+def _numpy_elman(params, xs):
+  """Float64 loop over [T, I] of h_t = tanh(x_t W_x + h_{t-1} W_h + b)."""
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  h = np.zeros(p["w_h"].shape[0])
+  hs = []
+  for x in np.asarray(xs, np.float64):
+    h = np.tanh(x @ p["w_x"] + h @ p["w_h"] + p["b"])
+    hs.append(h)
+  return np.array(hs).reshape(len(hs), p["w_h"].shape[0])
+
+
+def test_hidden_trace_matches_numpy_elman_loop_with_padding():
+  cell = L.make_cell("elman", H)
+  params = _random_params(cell)
+  xs = _xs(6)
+  h, mask = jax.jit(D.hidden_trace, static_argnums=0)(cell, params, xs, None, LENGTHS)
+  assert h.shape == (T, B, H)
+  np.testing.assert_array_equal(mask, np.arange(T)[:, None] < LENGTHS[None, :])
+  for b, n in enumerate(LENGTHS):
+    ref = _numpy_elman(params, xs[b, :n])
+    np.testing.assert_allclose(h[:n, b], ref.reshape(n, H), atol=1e-5)
+    if n:  # padded steps hold the last real state
+      np.testing.assert_allclose(h[n:, b], np.broadcast_to(ref[-1], (T - n, H)), atol=1e-5)
+  lstm = L.make_cell("vanilla", H)
+  lstm_params = _random_params(lstm)
+  h, _ = D.hidden_trace(lstm, lstm_params, xs)
+  ys, _ = L.rnn(lstm, lstm_params, xs)
+  np.testing.assert_allclose(np.swapaxes(h, 0, 1), ys, atol=1e-6)
+
+
+def test_norm_at_end_by_hand():
+  # states[t, b]: row 0 ends at t = 1 (norm 5), row 1 at t = 0 (norm 1), row 2 is empty
+  states = np.zeros((2, 3, 2))
+  states[1, 0] = [3.0, 4.0]
+  states[0, 1] = [0.0, 1.0]
+  states[1, 1] = [6.0, 8.0]
+  np.testing.assert_allclose(D.norm_at_end(states, np.array([2, 1, 0])), 3.0, rtol=1e-6)
+
+
+def test_input_gradient_from_end_is_the_per_row_gradient_at_each_last_step():
+  model = L.models.make_model("vanilla", H, 2)
+  params = model.init(jax.random.key(7), I)
+  xs = _xs(8)
+  lengths = np.array([6, 4, 1])
+  norms = np.asarray(jax.jit(D.input_gradient_from_end, static_argnums=0)(
+      model, params, xs, lengths))
+  assert norms.shape == (T,)
+  squares = np.zeros(T)
+  for b, n in enumerate(lengths):  # row b alone, cut at its length: output step n - 1
+    row = np.asarray(D.input_gradient_by_distance(model, params, xs[b:b + 1, :n], n - 1))
+    squares[:n] += row ** 2
+  np.testing.assert_allclose(norms, np.sqrt(squares), rtol=1e-5)
+  full = D.input_gradient_from_end(model, params, xs)
+  np.testing.assert_allclose(full, D.input_gradient_by_distance(model, params, xs, T - 1),
+                             rtol=1e-6)
+  short = np.asarray(D.input_gradient_from_end(model, params, xs[:, :], np.array([3, 2, 1])))
+  assert np.isfinite(short[:3]).all() and np.isnan(short[3:]).all()
+
+
+def test_measure_and_summarize_per_cell_kind():
+  lengths = np.array([5, 3])
+  xs = _xs(9, (2, 5, I))
+  lstm = L.models.make_model("vanilla", H, 2)
+  params = lstm.init(jax.random.key(0), I)
+  m = jax.jit(D.measure, static_argnums=0)(lstm, params, xs, lengths)
+  assert set(m) == {"forget_mean", "forget_frac_above_0_99", "time_scale_mean",
+                    "time_scale_median", "cell_norm", "cell_norm_end", "input_grad_norm"}
+  trace = D.gate_trace(lstm.cell, params["rnn"][0], xs, lengths=lengths)
+  np.testing.assert_allclose(m["forget_mean"],
+                             D.forget_gate_stats(trace.f, trace.mask)["mean"], rtol=1e-6)
+  scalars, curves = D.summarize(m, distances=[0, 2, 5])
+  assert set(curves) == {"cell_norm", "input_grad_norm"}
+  assert len(curves["cell_norm"]) == 5 and curves["input_grad_norm"][4] is not None
+  cell = np.asarray(m["cell_norm"], np.float64)
+  assert scalars["cell_norm_mean"] == pytest.approx(cell.mean())
+  assert scalars["cell_norm_max"] == pytest.approx(cell.max())
+  assert scalars["input_grad_norm_d2"] == pytest.approx(float(m["input_grad_norm"][2]))
+  assert "input_grad_norm_d5" not in scalars  # T = 5: d <= 4
+  json.dumps({**scalars, **curves}, allow_nan=False)
+
+  gru = L.models.make_model("gru", H, 2)
+  m = D.measure(gru, gru.init(jax.random.key(1), I), xs, np.array([4, 2]))
+  assert set(m) == {"hidden_norm", "hidden_norm_end", "input_grad_norm"}
+  scalars, curves = D.summarize(m, distances=[0])
+  assert set(scalars) == {"hidden_norm_mean", "hidden_norm_max", "hidden_norm_end",
+                          "input_grad_norm_d0"}
+  # No row is real at t = 4 or reaches d = 4 back from its end: undefined, None.
+  assert curves["hidden_norm"][4] is None and curves["input_grad_norm"][4] is None
+  assert None not in curves["hidden_norm"][:4] + curves["input_grad_norm"][:4]
+  json.dumps({**scalars, **curves}, allow_nan=False)
