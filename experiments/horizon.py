@@ -4,7 +4,9 @@ Per model, the lag grows geometrically from ``start_lag`` until fewer than
 ``threshold`` of the seeds solve within the budget, then is bisected until the
 first failed lag is within ``1 + resolution`` of the last solved one (the rule:
 :mod:`lstm_jax.horizon`). Writes DIR/horizons.md, DIR/horizons.csv,
-DIR/horizons.json and DIR/horizon.png and prints each model's horizon.
+DIR/horizons.json and DIR/horizon.png and prints each model's horizon; points
+run with memory diagnostics (``--config.base.diagnostics.every=N``;
+lstm_jax.runner) also give DIR/diagnostics.png.
 Rerunning with the same DIR reuses finished points, so an interrupted search
 continues. A bad config value is one line on stderr and exit status 2 before
 anything trains; a point whose run would not fit in memory stops the search
@@ -33,8 +35,11 @@ def main(argv: list[str]) -> None:
   print(horizons_markdown(results, _CONFIG.value, search))
   for label, result in results.items():
     print(f"memory horizon {label}: {result['horizon']}")
-  print(f"wrote {os.path.join(_WORKDIR.value, 'horizons.md')}, horizons.csv, horizons.json "
-        "and horizon.png")
+  plots = "horizon.png"
+  if os.path.exists(os.path.join(_WORKDIR.value, "diagnostics.png")):
+    plots += " and diagnostics.png"
+  print(f"wrote {os.path.join(_WORKDIR.value, 'horizons.md')}, horizons.csv, horizons.json, "
+        + plots)
 
 
 if __name__ == "__main__":

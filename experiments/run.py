@@ -1,7 +1,9 @@
 """Train one model on one task: ``python -m experiments.run --config=configs/adding.py --workdir=DIR``.
 
 Any config field can be overridden, e.g. ``--config.lag=1000``; rerunning with
-the same ``--workdir`` resumes. This file only parses flags; the loop is
+the same ``--workdir`` resumes. ``--config.diagnostics.every=100`` logs memory
+diagnostics every 100 updates (metrics.jsonl, TensorBoard, diagnostics.jsonl;
+lstm_jax.runner). This file only parses flags; the loop is
 :func:`lstm_jax.runner.train_and_evaluate`.
 
 Rerunning a run that finished prints its summary and changes nothing. Before

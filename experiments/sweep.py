@@ -3,7 +3,10 @@
 Writes DIR/results.csv, DIR/results.md and DIR/memory_vs_lag.png and prints
 each model's memory horizon. A config with a ``grid`` (other fields swept,
 :mod:`lstm_jax.sweep`) also writes DIR/best.md, the best setting per model
-and lag with the tuning spend, and prints that table. Rerunning with the
+and lag with the tuning spend, and prints that table. Points run with
+memory diagnostics (``--config.base.diagnostics.every=N``; lstm_jax.runner)
+also give DIR/diagnostics.png (gradient norm by distance, state norm over
+time, forget-gate time scale against lag). Rerunning with the
 same DIR skips finished points. A point whose run would not fit in memory
 stops the sweep with one line on stderr and exit status 2 when its turn
 comes (``--force`` runs it anyway). This file only parses flags; the work is
@@ -34,9 +37,11 @@ def main(argv: list[str]) -> None:
   fields = list(grid_fields(_CONFIG.value))
   if fields:
     print(best_markdown(best_settings(rows, fields), fields, _CONFIG.value))
-    print(f"wrote {os.path.join(_WORKDIR.value, 'results.md')}, best.md and memory_vs_lag.png")
-  else:
-    print(f"wrote {os.path.join(_WORKDIR.value, 'results.md')} and memory_vs_lag.png")
+  names = [os.path.join(_WORKDIR.value, "results.md"), *(["best.md"] if fields else []),
+           "memory_vs_lag.png"]
+  if os.path.exists(os.path.join(_WORKDIR.value, "diagnostics.png")):
+    names.append("diagnostics.png")
+  print(f"wrote {', '.join(names[:-1])} and {names[-1]}")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ monotone the horizon is that of the bracket the search followed.
 ``run_horizon(config, workdir)`` runs every point through
 :func:`lstm_jax.sweep.run_point` (run directories ``workdir/<label>_lag<lag>``,
 as a sweep's) and writes ``horizons.md``, ``horizons.csv``, ``horizons.json``
-and ``horizon.png``.
+and ``horizon.png``, and ``diagnostics.png`` when some point's run logged
+memory diagnostics (``base.diagnostics.every > 0``;
+:func:`lstm_jax.sweep.plot_diagnostics`: every lag tried per model).
 """
 
 from __future__ import annotations
@@ -428,7 +430,8 @@ def horizons_json(results: Mapping[str, Mapping[str, Any]],
 def write_results(results: Mapping[str, Mapping[str, Any]], workdir: str,
                   config: ml_collections.ConfigDict, search: Search) -> None:
   """Write ``horizons.md``, ``horizons.csv``, ``horizons.json`` and
-  ``horizon.png``, each atomically (a temporary file renamed)."""
+  ``horizon.png``, each atomically (a temporary file renamed), and
+  ``diagnostics.png`` when some point logged diagnostics."""
   table = io.StringIO()
   writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")
   writer.writeheader()
@@ -440,6 +443,10 @@ def write_results(results: Mapping[str, Mapping[str, Any]], workdir: str,
   wd.write_text_atomic(os.path.join(workdir, "horizons.json"),
                        json.dumps(horizons_json(results, config, search), indent=1) + "\n")
   plot(results, os.path.join(workdir, "horizon.png"), config, search)
+  entries = [(label, r["lag"], sweep_lib.point_dir(workdir, label, r["lag"]))
+             for label, result in results.items() for r in result["rows"]]
+  sweep_lib.plot_diagnostics(entries, os.path.join(workdir, "diagnostics.png"),
+                             f"{config.base.task}: memory diagnostics")
 
 
 def plot(results: Mapping[str, Mapping[str, Any]], path: str,

@@ -7,6 +7,8 @@ holds or the budget ends; log, checkpoint, resume and summarise.
     metrics.jsonl    one line per seed per log interval: step, sequences_seen,
                      loss, grad_norm, task metrics, steps_per_s; and eval lines
     tensorboard/     TensorBoard event files (tensorboardX)
+    diagnostics.jsonl  with config.diagnostics.every > 0: one line per seed
+                     per diagnostics step with the curves (see below)
     checkpoints/     orbax checkpoints: train state + loop state
                      (:class:`LoopState`: per seed the criterion's stream
                      state, solved step and skipped updates; wall time), with
@@ -28,6 +30,26 @@ per-step data keys (``fold_in(key, step)``) make the resumed run see the same
 batches as an uninterrupted one. Rerunning a run that finished with the same
 config changes nothing and returns its summary.
 
+Memory diagnostics (``config.diagnostics``, off by default: ``every=0``):
+every ``every`` updates (at the end of each ``log_every`` chunk in which a
+multiple of ``every`` falls), at step 0 and at the end of training, each
+seed's parameters are measured on one fixed batch of
+``num_sequences`` sequences (:func:`diagnostics_batch`, the same for every
+seed, run and resume) by :func:`lstm_jax.diagnostics.measure`: for LSTM
+cells the forget-gate statistics and the cell-state norm over time, for GRU
+and Elman cells (no forget gate, no cell state) the hidden-state norm over
+time, and for every cell the gradient norm of the last output with respect
+to the input ``d`` steps back. The scalars
+(:func:`lstm_jax.diagnostics.summarize`; ``input_grad_norm_d{d}`` for
+``d`` in ``distances``) are logged to metrics.jsonl (``split:
+"diagnostics"``) and TensorBoard (``diagnostics/...``); diagnostics.jsonl has
+the same scalars and the curves ``cell_norm`` or ``hidden_norm`` (index
+``t``) and ``input_grad_norm`` (index ``d``), ``None`` where undefined. The
+measurement only reads the parameters: training is the same with
+diagnostics on or off. After a resume, records past the checkpoint and
+steps not logged for every seed are dropped and measured again, so each step
+appears once per seed.
+
 Before training, the training step and the evaluation are compiled once,
 ahead of time, and XLA's estimate of their memory is compared with what the
 devices have free (:mod:`lstm_jax.memory`); a run that would not fit is
@@ -47,11 +69,13 @@ import time
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
 from lstm_jax import config as config_lib
+from lstm_jax import diagnostics as diag_lib
 from lstm_jax import memory
 from lstm_jax import training
 from lstm_jax import workdir as wd
@@ -302,9 +326,97 @@ class _Keys:
 
 @dataclasses.dataclass(frozen=True)
 class _Programs:
-  """The run's two programs, each called on unplaced arguments."""
+  """The run's programs, each called on unplaced arguments (``diagnose``:
+  ``None`` when diagnostics are off)."""
   chunk: Callable[[training.TrainState, jax.Array], tuple[training.TrainState, dict, dict]]
   evaluate: Callable[[Any, jax.Array], tuple[jax.Array, dict]]
+  diagnose: Callable[[Any], dict[str, jax.Array]] | None = None
+
+
+# ----------------------------------------------------------------------------
+# Memory diagnostics.
+
+
+DIAGNOSTICS_FILE = "diagnostics.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnosticsSettings:
+  """``config.diagnostics``: ``every`` (updates between measurements, 0 off),
+  ``num_sequences`` (rows of the fixed batch) and ``distances`` (of the
+  ``input_grad_norm_d{d}`` scalars)."""
+  every: int
+  num_sequences: int
+  distances: tuple[int, ...]
+
+  @classmethod
+  def of(cls, config: ml_collections.ConfigDict) -> DiagnosticsSettings:
+    """The settings of a config (the defaults, off, for a config without
+    ``diagnostics``)."""
+    d = config.get("diagnostics") or config_lib.default_config().diagnostics
+    return cls(int(d.every), int(d.num_sequences), tuple(int(x) for x in d.distances))
+
+  @property
+  def on(self) -> bool:
+    return self.every > 0
+
+
+DIAGNOSTICS_KEY = 0xD1A6
+"""The diagnostics batch is ``task.sample(fold_in(key(0), DIAGNOSTICS_KEY), n)``."""
+
+
+def diagnostics_batch(task: Task, num_sequences: int) -> Any:
+  """The fixed batch the diagnostics measure: ``task.sample(fold_in(key(0),
+  DIAGNOSTICS_KEY), num_sequences)``, the same for every seed, run and resume
+  (independent of the training data keys)."""
+  key = jax.random.fold_in(jax.random.key(0), DIAGNOSTICS_KEY)
+  return task.sample(key, num_sequences)
+
+
+def make_diagnose(model: Any, task: Task, num_sequences: int,
+                  placement: Placement) -> Callable[[Any], dict[str, jax.Array]]:
+  """The jitted diagnostics program of a run: ``params [S] -> {name: [S, ...]}``,
+  :func:`lstm_jax.diagnostics.measure` of every seed on
+  :func:`diagnostics_batch` (drawn inside the program; seeds spread over the
+  devices as the run's ``placement`` says; the parameters are first put
+  where the seeds run). Made once per run; it compiles on its first call and
+  is reused."""
+  model = dataclasses.replace(model, impl=placement.layer_impl(model.impl))
+
+  def one(params: Any, xs: jax.Array, lengths: jax.Array) -> dict[str, jax.Array]:
+    return diag_lib.measure(model, params, xs, lengths)
+
+  def program(params: Any) -> dict[str, jax.Array]:
+    batch = diagnostics_batch(task, num_sequences)
+    seeds = jax.tree_util.tree_leaves(params)[0].shape[0]
+    tile = lambda x: jnp.broadcast_to(x, (seeds,) + x.shape)
+    return placement.over_seeds(one)(params, tile(batch.inputs), tile(batch.lengths))
+
+  jitted = jax.jit(program)
+  where = placement.input_sharding()
+  return lambda params: jitted(jax.device_put(params, where))
+
+
+def _diagnostics_due(config: ml_collections.ConfigDict, every: int, step: int) -> bool:
+  """Whether the chunk that ended at ``step`` holds a multiple of ``every``."""
+  return step % every < config.log_every
+
+
+def _resume_diagnostics(workdir: str, step: int, num_seeds: int) -> int:
+  """Drop diagnostics records the resumed run measures again: those after
+  ``step`` (the checkpoint) and those of a step not logged for all
+  ``num_seeds`` seeds, from diagnostics.jsonl and metrics.jsonl. Returns the
+  last step kept (-1: none)."""
+  path = os.path.join(workdir, DIAGNOSTICS_FILE)
+  seen: dict[int, set[int]] = {}
+  for r in wd.read_jsonl(path):
+    if r.get("step", 0) <= step:
+      seen.setdefault(r["step"], set()).add(r.get("seed"))
+  complete = {s for s, seeds in seen.items() if len(seeds) >= num_seeds}
+  wd.truncate_jsonl(path, lambda r: r.get("step") in complete)
+  wd.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                    lambda r: r.get("split") != "diagnostics" or r.get("step") in complete)
+  return max(complete, default=-1)
 
 
 def _compiled_call(program: Any, compiled: Any) -> Callable[..., Any]:
@@ -403,7 +515,8 @@ class _Run:
 
   def __init__(self, config: ml_collections.ConfigDict, task: Task, workdir: str,
                programs: _Programs, keys: _Keys, store: wd.CheckpointStore,
-               state: training.TrainState, step: int, loop: LoopState, start: float):
+               state: training.TrainState, step: int, loop: LoopState, start: float,
+               diagnosed: int = -1):
     self.config, self.task, self.criterion = config, task, task.criterion
     self.workdir, self.programs, self.keys, self.store = workdir, programs, keys, store
     self.state, self.step, self.loop = state, step, loop
@@ -411,6 +524,10 @@ class _Run:
     self.writers = _Writers(workdir, config.num_seeds)
     self._base_time, self._start = loop.wall_time_s, start
     self._last_eval: tuple[int, list[dict[str, float]]] | None = None
+    self.diag = DiagnosticsSettings.of(config)
+    self._last_diagnostics = diagnosed  # the last step whose diagnostics are logged
+    if self.diag.on:
+      self.diagnostics_jsonl = open(os.path.join(workdir, DIAGNOSTICS_FILE), "a")
 
   def wall_time(self) -> float:
     return self._base_time + time.time() - self._start
@@ -462,6 +579,24 @@ class _Run:
     self._last_eval = (self.step, out)
     return out
 
+  def diagnose(self) -> None:
+    """Measure and log every seed's diagnostics at the current step, once
+    per step (module docstring)."""
+    if not self.diag.on or self._last_diagnostics >= self.step:
+      return
+    measured = jax.device_get(self.programs.diagnose(self.state.params))
+    lines = []
+    for s in range(self.config.num_seeds):
+      scalars, curves = diag_lib.summarize({k: v[s] for k, v in measured.items()},
+                                           self.diag.distances)
+      head = {"step": self.step, "seed": self.config.seed + s,
+              "sequences_seen": self.step * self.config.batch_size}
+      lines.append({**head, "cell": self.config.model.cell, **scalars, **curves})
+      self.writers.write({**head, "split": "diagnostics", **scalars}, "diagnostics")
+    self.diagnostics_jsonl.write("".join(json.dumps(wd.to_jsonable(r)) + "\n" for r in lines))
+    self.diagnostics_jsonl.flush()
+    self._last_diagnostics = self.step
+
   def mark_solved(self) -> None:
     """Record the step for the seeds whose criterion holds now; evaluate
     first at the end of an evaluation interval if one of them needs it."""
@@ -490,8 +625,13 @@ class _Run:
     """Train until every seed is solved or the budget is spent; return the summary."""
     bar = _progress_bar(self.config, self.task, self.step, self.n_steps) if progress else None
     try:
+      if self.diag.on and (self.step == 0 or _diagnostics_due(self.config, self.diag.every,
+                                                                self.step)):
+        self.diagnose()  # at the start, or a resumed step whose measurement was dropped
       while self.step < self.n_steps and not self.loop.all_solved:
         metrics = self.train_chunk()
+        if self.diag.on and _diagnostics_due(self.config, self.diag.every, self.step):
+          self.diagnose()
         self.mark_solved()
         if bar is not None:
           bar.update(self.config.log_every * self.config.batch_size)
@@ -504,11 +644,14 @@ class _Run:
         if self.step % self.config.checkpoint_every < self.config.log_every:
           self.save()
       final = self.evaluate()
+      self.diagnose()
       self.save()
     finally:
       if bar is not None:
         bar.close()
       self.writers.close()
+      if self.diag.on:
+        self.diagnostics_jsonl.close()
     return self.write_summary(final, "finished")
 
 
@@ -538,6 +681,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, model: A
   state = training.init_state(model, optimizer, keys.init, task.input_size)
   programs = _compile(config, task, *_programs(config, task, model, placement, optimizer),
                       state, keys, force)
+  settings = DiagnosticsSettings.of(config)
+  if settings.on:
+    programs = dataclasses.replace(programs, diagnose=make_diagnose(
+        model, task, settings.num_sequences, placement))
   wd.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
   store = wd.CheckpointStore(workdir)
   try:
@@ -545,7 +692,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, model: A
     # Lines written after the checkpoint belong to work that is redone now.
     wd.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"),
                       lambda r: r.get("step", 0) <= step)
-    run = _Run(config, task, workdir, programs, keys, store, state, step, loop, start)
+    diagnosed = _resume_diagnostics(workdir, step, config.num_seeds) if settings.on else -1
+    run = _Run(config, task, workdir, programs, keys, store, state, step, loop, start,
+               diagnosed)
     return run.run(caught, progress)
   finally:
     store.close()

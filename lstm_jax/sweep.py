@@ -40,6 +40,12 @@ sequences and wall time summed over every point tried for that model and lag.
 (Plain dicts with dotted keys cannot be assigned to a ConfigDict, which
 refuses dots in field names by default; hence the nested form.)
 
+When some point's run logged memory diagnostics (``base.diagnostics.every >
+0``; :mod:`lstm_jax.runner`), ``diagnostics.png`` is written too
+(:func:`plot_diagnostics`): per model and lag (with a grid, each lag's best
+setting), the last measurement's gradient norm by distance, state norm over
+time, and the forget-gate time scale against lag.
+
 One point is run, or loaded if finished, by :func:`run_point`, which returns
 its row (:data:`COLUMNS`); the memory-horizon search (:mod:`lstm_jax.horizon`)
 runs its points through it too.
@@ -61,7 +67,7 @@ import numpy as np
 
 from lstm_jax import config as config_lib
 from lstm_jax import workdir as wd
-from lstm_jax.runner import train_and_evaluate
+from lstm_jax.runner import DIAGNOSTICS_FILE, train_and_evaluate
 
 COLUMNS = ("model", "lag", "seeds", "solved_fraction", "median_sequences_to_criterion",
            "metric", "median", "min", "max", "wall_time_s")
@@ -508,6 +514,11 @@ def write_results(rows: list[dict[str, Any]], workdir: str,
     wd.write_text_atomic(os.path.join(workdir, "best.md"), best_markdown(best, fields, sweep))
     shown = best
   plot(shown, os.path.join(workdir, "memory_vs_lag.png"), sweep, best_of_grid=bool(fields))
+  entries = [(r["model"], r["lag"], os.path.join(workdir, point_name(
+      r["model"], r["lag"], r["setting"] if fields else None))) for r in shown]
+  plot_diagnostics(entries, os.path.join(workdir, "diagnostics.png"),
+                   f"{sweep.base.task}: memory diagnostics"
+                   + (" (best setting per lag)" if fields else ""))
 
 
 def plot(rows: Sequence[Mapping[str, Any]], path: str, sweep: ml_collections.ConfigDict,
@@ -541,3 +552,110 @@ def plot(rows: Sequence[Mapping[str, Any]], path: str, sweep: ml_collections.Con
   fig.savefig(path + ".tmp.png", dpi=120)
   plt.close(fig)
   os.replace(path + ".tmp.png", path)
+
+
+# ----------------------------------------------------------------------------
+# Memory diagnostics of the points.
+
+
+def final_diagnostics(run_dir: str) -> dict[str, Any] | None:
+  """The last diagnostics measurement of a run directory, median over seeds.
+
+  Reads ``run_dir/diagnostics.jsonl`` (:mod:`lstm_jax.runner`) and keeps the
+  records of its largest step. Every numeric entry becomes the median over
+  those seeds' values (curves elementwise; ``None``, undefined, is NaN and a
+  step where every seed is NaN stays NaN).
+
+  Returns:
+    ``{"step", "cell", "seeds", <scalar>: float, <curve>: np.ndarray}``, or
+    ``None`` when the run logged no diagnostics.
+  """
+  records = wd.read_jsonl(os.path.join(run_dir, DIAGNOSTICS_FILE))
+  if not records:
+    return None
+  step = max(r["step"] for r in records)
+  last = [r for r in records if r["step"] == step]
+  out: dict[str, Any] = {"step": step, "cell": last[0].get("cell"), "seeds": len(last)}
+  for key, value in last[0].items():
+    if key in ("step", "seed", "cell", "sequences_seen"):
+      continue
+    if isinstance(value, list):
+      rows = [np.array([np.nan if v is None else v for v in r[key]], np.float64) for r in last]
+      stacked = np.stack(rows)
+      out[key] = np.array([np.median(col[np.isfinite(col)]) if np.isfinite(col).any()
+                           else np.nan for col in stacked.T])
+    elif isinstance(value, (int, float)):
+      out[key] = float(np.nanmedian([np.nan if r.get(key) is None else r[key] for r in last]))
+  return out
+
+
+def plot_diagnostics(entries: Sequence[tuple[str, int, str]], path: str, title: str) -> bool:
+  """The memory diagnostics of some run directories in one figure.
+
+  ``entries``: ``(model label, lag, run directory)``. Each directory's last
+  measurement (:func:`final_diagnostics`, median over seeds) gives three
+  panels: the input-gradient norm against distance ``d`` before the output
+  (log y; how fast the error signal decays with lag), the state norm
+  against time (cell state for LSTM cells, solid; hidden state for GRU and
+  Elman cells, dashed), and per LSTM model the forget-gate median time scale
+  ``1 / (1 - f)`` against lag (log-log). One colour per model, darker for
+  longer lags. Written atomically, with the Agg backend.
+
+  Returns:
+    Whether the figure was written: only when some directory has diagnostics.
+  """
+  found = [(label, lag, d) for label, lag, run_dir in entries
+           if (d := final_diagnostics(run_dir)) is not None]
+  if not found:
+    return False
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.2))
+  grad_ax, norm_ax, tau_ax = axes
+  models = list(dict.fromkeys(label for label, _, _ in found))
+  colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for k, model in enumerate(models):
+    colour = colours[k % len(colours)]
+    mine = sorted((f for f in found if f[0] == model), key=lambda f: f[1])
+    for j, (_, lag, d) in enumerate(mine):
+      alpha = 1.0 if len(mine) == 1 else 0.35 + 0.65 * j / (len(mine) - 1)
+      label = f"{model} lag {lag}"
+      grads = d["input_grad_norm"]
+      grad_ax.plot(np.arange(grads.shape[0]), grads, color=colour, alpha=alpha, label=label)
+      name = "cell_norm" if "cell_norm" in d else "hidden_norm"
+      norm_ax.plot(np.arange(d[name].shape[0]), d[name], color=colour, alpha=alpha,
+                   linestyle="-" if name == "cell_norm" else "--", label=label)
+    taus = [(lag, d["time_scale_median"]) for _, lag, d in mine if "time_scale_median" in d]
+    if taus:
+      tau_ax.plot(*zip(*taus), marker="o", color=colour, label=model)
+  grad_ax.set_yscale("log")
+  grad_ax.set_xlabel("distance d before the last output (steps)")
+  grad_ax.set_ylabel("||d output / d input||")
+  grad_ax.set_title("error signal by lag", fontsize=10)
+  norm_ax.set_xlabel("time step t")
+  norm_ax.set_ylabel("state norm (cell: solid, hidden: dashed)")
+  norm_ax.set_title("state norm over time", fontsize=10)
+  tau_ax.set_xlabel("lag (time steps)")
+  tau_ax.set_ylabel("median time scale 1 / (1 - f) (steps)")
+  tau_ax.set_title("forget-gate time scale (LSTM cells)", fontsize=10)
+  if tau_ax.lines:
+    tau_ax.set_xscale("log")
+    tau_ax.set_yscale("log")
+    tau_ax.legend(fontsize=7)
+  else:
+    tau_ax.text(0.5, 0.5, "no LSTM cell: no forget gate", ha="center", va="center",
+                transform=tau_ax.transAxes)
+  for ax in axes:
+    ax.grid(True, which="both", alpha=0.3)
+  grad_ax.legend(fontsize=7)
+  steps = sorted({d["step"] for _, _, d in found})
+  fig.suptitle(f"{title}, last measurement (update {steps[0]}"
+               + (f"-{steps[-1]}" if len(steps) > 1 else "") + "), median over seeds",
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path + ".tmp.png", dpi=120)
+  plt.close(fig)
+  os.replace(path + ".tmp.png", path)
+  return True
