@@ -83,8 +83,11 @@ class LSTMVariant:
     forget_gate: ``"learned"``; ``"none"`` fixes ``f = 1`` (the 1997 cell,
       Greff's NFG); ``"coupled"`` sets ``f = 1 - i`` (CIFG).
     output_gate: ``False`` fixes ``o = 1`` (NOG).
-    input_activation: ``"tanh"`` or ``"identity"`` for the candidate (NIAF).
-    output_activation: ``"tanh"`` or ``"identity"`` on ``c`` (NOAF).
+    input_activation: ``"tanh"`` or ``"identity"`` for the candidate (NIAF), or
+      the 1997 ``"hs1997_input"`` (``4 sigmoid - 2``); any of
+      :data:`lstm_jax.gates.ACTIVATIONS`.
+    output_activation: ``"tanh"`` or ``"identity"`` on ``c`` (NOAF), or the
+      1997 ``"hs1997_output"`` (``2 sigmoid - 1``).
     peepholes: diagonal peephole connections from the cell to the gates
       (Gers & Schmidhuber 2000): i, f see ``c_prev``, o sees the new ``c``.
     gate_recurrence: full gate recurrence (FGR): each of i, f, o also gets
@@ -391,7 +394,8 @@ INIT_OPTIONS: tuple[str, ...] = ("kernel_init", "recurrent_init", "bias_init", "
 whether it has biases): the one list the Flax wrappers, the interop functions
 and the experiment config pass through."""
 
-VARIANT_OPTIONS: tuple[str, ...] = ("block_size", "truncated_gradient")
+VARIANT_OPTIONS: tuple[str, ...] = ("block_size", "truncated_gradient", "input_activation",
+                                     "output_activation")
 """The :class:`LSTMVariant` fields :func:`make_cell` (and the experiment
 config's ``model`` section) set on top of a named variant."""
 
@@ -638,7 +642,8 @@ def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
     **options: other :class:`Cell` fields (``kernel_init``, ``recurrent_init``,
       ``bias_init``, ``forget_bias``, ``chrono_t_max``, ``init_scale``,
       ``use_bias``), or the :data:`VARIANT_OPTIONS` that change the named
-      variant (``block_size``, ``truncated_gradient``; LSTM cells only).
+      variant (``block_size``, ``truncated_gradient``, ``input_activation``,
+      ``output_activation``; LSTM cells only).
 
   Returns:
     The cell description.

@@ -82,6 +82,9 @@ def unsupported(cell: Cell, dtypes: Iterable[Any] | None = None) -> str | None:
     return "gate_recurrence=True"
   if v.layer_norm:
     return "layer_norm=True"
+  for field in ("input_activation", "output_activation"):
+    if getattr(v, field) not in ("tanh", "identity"):
+      return f"{field}={getattr(v, field)!r}"
   if v.block_size > 1:
     return f"block_size={v.block_size}"
   if v.truncated_gradient:

@@ -147,8 +147,18 @@ def test_hidden_output(rng):
 def test_identity_and_activation_table(rng):
   v = rng.normal(size=(B, H))
   np.testing.assert_array_equal(np.asarray(G.identity(f32(v))), np.asarray(f32(v)))
-  assert set(G.ACTIVATIONS) == {"tanh", "identity"}
+  assert set(G.ACTIVATIONS) == {"tanh", "identity", "hs1997_input", "hs1997_output"}
   np.testing.assert_allclose(np.asarray(G.ACTIVATIONS["identity"](f32(v))), v, **TOL)
+  sig = 1.0 / (1.0 + np.exp(-v))   # the 1997 squashing functions g = 4s - 2, h = 2s - 1
+  np.testing.assert_allclose(np.asarray(G.ACTIVATIONS["hs1997_input"](f32(v))), 4 * sig - 2,
+                             **TOL)
+  np.testing.assert_allclose(np.asarray(G.ACTIVATIONS["hs1997_output"](f32(v))), 2 * sig - 1,
+                             **TOL)
+  kinds = ("sigmoid", "hs1997_input", "hs1997_output", "tanh")
+  z = rng.normal(size=(B, 4 * H))
+  want = np.concatenate([1 / (1 + np.exp(-z[:, :H])), 4 / (1 + np.exp(-z[:, H:2 * H])) - 2,
+                         2 / (1 + np.exp(-z[:, 2 * H:3 * H])) - 1, np.tanh(z[:, 3 * H:])], -1)
+  np.testing.assert_allclose(np.asarray(G.activate_blocks(f32(z), kinds)), want, **TOL)
 
 
 @pytest.mark.parametrize("num_gates", [1, 3, 4])

@@ -29,7 +29,7 @@ def split(z, forget):
   return parts if forget else [parts[0], None, parts[1], parts[2]]
 
 
-def ref_forward(p, xs, forget):
+def ref_forward(p, xs, forget, g_fn=np.tanh, h_fn=np.tanh):
   """Plain loop over time; the gate of cell j is gate j // S of its kind."""
   h, c = np.zeros((B, H)), np.zeros((B, H))
   trace = []
@@ -38,10 +38,10 @@ def ref_forward(p, xs, forget):
     zi, zf, zg, zo = split(x @ p["w_x"] + h @ p["w_h"] + p["b"], forget)
     i = np.repeat(np_sigmoid(zi), S, axis=-1)
     f = np.repeat(np_sigmoid(zf), S, axis=-1) if forget else np.ones((B, H))
-    g = np.tanh(zg)
+    g = g_fn(zg)
     o = np.repeat(np_sigmoid(zo), S, axis=-1)
     c_new = f * c + i * g
-    h_new = o * np.tanh(c_new)
+    h_new = o * h_fn(c_new)
     trace.append(dict(x=x, h_prev=h, c_prev=c, i=i, f=f, g=g, o=o, c=c_new, h=h_new))
     h, c = h_new, c_new
   return trace
@@ -96,6 +96,20 @@ def test_blocks_share_gates_forward_matches_numpy(name):
   ys, _ = lstm_jax.rnn(cell, jax.tree.map(jnp.asarray, p), jnp.asarray(xs, jnp.float32))
   want = np.stack([s["h"] for s in ref_forward(p, xs, name == "vanilla")], axis=1)
   np.testing.assert_allclose(np.asarray(ys), want, rtol=2e-5, atol=2e-6)
+
+
+def test_1997_squashing_functions_match_numpy():
+  """g(x) = 4 sigmoid(x) - 2 on the cell input, h(x) = 2 sigmoid(x) - 1 on the
+  cell output (H&S 1997, Sec. 4), with blocks."""
+  cell = lstm_jax.make_cell("lstm1997", H, block_size=S, input_activation="hs1997_input",
+                            output_activation="hs1997_output")
+  _, p, xs, _ = _case("lstm1997", truncated=False, seed=5)
+  ys, _ = lstm_jax.rnn(cell, jax.tree.map(jnp.asarray, p), jnp.asarray(xs, jnp.float32))
+  trace = ref_forward(p, xs, False, g_fn=lambda v: 4 * np_sigmoid(v) - 2,
+                      h_fn=lambda v: 2 * np_sigmoid(v) - 1)
+  np.testing.assert_allclose(np.asarray(ys), np.stack([s["h"] for s in trace], axis=1),
+                             rtol=2e-5, atol=2e-6)
+  assert lstm_jax.sequence.resolve_impl(cell, "auto") == "scan"
 
 
 @pytest.mark.parametrize("name", ["lstm1997", "vanilla"])
@@ -168,9 +182,9 @@ def test_sigmoid_units_squared_error_matches_numpy(task_name):
   out = out.astype(np.float32)
   target = np.asarray(task.dense_targets(batch))
   mask = np.asarray(batch.mask)
-  step = ((np_sigmoid(out) - target) ** 2).mean(-1)
+  step = 0.5 * ((np_sigmoid(out) - target) ** 2).sum(-1)   # the 1997 error of one step
   np.testing.assert_allclose(float(task.loss(jnp.asarray(out), batch)),
-                             (step * mask).sum() / mask.sum(), rtol=1e-5)
+                             (step * mask).sum() / 3, rtol=1e-5)  # summed per sequence
   np.testing.assert_allclose(np.asarray(task.predict(jnp.asarray(out))), np_sigmoid(out),
                              rtol=1e-5)
   assert task.baseline is None

@@ -42,9 +42,12 @@ PerSequence = dict[str, Array]
 LOSS_TYPES = ("softmax_xent", "mse", "sigmoid_xent")
 OUTPUT_UNITS = ("task", "sigmoid")
 """How a task reads the model's raw outputs: ``"task"`` by its ``loss_type``;
-``"sigmoid"``: sigmoid output units trained on squared error (the 1997 nets),
-``prediction = sigmoid(output)``, ``loss = mean_units (prediction - target)^2``
-against the (one-hot, for class targets) dense targets."""
+``"sigmoid"``: sigmoid output units trained on squared error, the 1997 nets'
+error function: ``prediction = sigmoid(output)``, a step's loss
+``1/2 sum_units (prediction - target)^2`` against the (one-hot, for class
+targets) dense targets, and a batch's training loss the sum over each
+sequence's masked steps, averaged over the sequences (so a learning rate
+means what it meant for online learning in 1997)."""
 
 
 class Batch(NamedTuple):
@@ -146,6 +149,8 @@ def _sample_impl(task: Task, key: Array, batch_size: int) -> Batch:
 
 def _loss_impl(task: Task, outputs: Array, batch: Batch) -> Array:
   losses = task.step_losses(outputs, batch)
+  if task.output_units == "sigmoid":  # the 1997 error: summed over a sequence's steps
+    return jnp.sum(losses * batch.mask) / losses.shape[0]
   return jnp.sum(losses * batch.mask) / jnp.maximum(jnp.sum(batch.mask), 1.0)
 
 
@@ -291,11 +296,12 @@ class Task:
   def step_losses(self, outputs: Array, batch: Batch) -> Array:
     """``[B, T]`` loss of every step (unmasked); mean over output units for
     ``"mse"`` and ``"sigmoid_xent"``, and with ``output_units="sigmoid"``:
-    ``mean_units (sigmoid(outputs) - dense_targets)^2``."""
+    ``1/2 sum_units (sigmoid(outputs) - dense_targets)^2``."""
     self._check_outputs(outputs, batch)
     outputs = outputs.astype(jnp.float32)
     if self.output_units == "sigmoid":
-      return jnp.mean(jnp.square(jax.nn.sigmoid(outputs) - self.dense_targets(batch)), axis=-1)
+      error = jax.nn.sigmoid(outputs) - self.dense_targets(batch)
+      return 0.5 * jnp.sum(jnp.square(error), axis=-1)
     if self.loss_type == "softmax_xent":
       logz = jax.nn.logsumexp(outputs, axis=-1)
       picked = jnp.take_along_axis(outputs, batch.targets[..., None].astype(jnp.int32),
@@ -310,7 +316,8 @@ class Task:
 
   def loss(self, outputs: Array, batch: Batch) -> Array:
     """Scalar training loss: the mean of :meth:`step_losses` over all masked
-    steps of the batch."""
+    steps of the batch (with ``output_units="sigmoid"``: their sum over each
+    sequence, averaged over the sequences)."""
     return _loss_jit(self, outputs, batch)
 
   def per_sequence(self, outputs: Array, batch: Batch) -> PerSequence:
