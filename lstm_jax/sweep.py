@@ -567,7 +567,9 @@ def final_diagnostics(run_dir: str) -> dict[str, Any] | None:
   step where every seed is NaN stays NaN).
 
   Returns:
-    ``{"step", "cell", "seeds", <scalar>: float, <curve>: np.ndarray}``, or
+    ``{"step", "cell", "gradient", "seeds", <scalar>: float, <curve>:
+    np.ndarray}`` (``gradient``: what ``input_grad_norm`` differentiates,
+    ``"loss"`` or ``"output"``; ``"output"`` for records that do not say), or
     ``None`` when the run logged no diagnostics.
   """
   records = wd.read_jsonl(os.path.join(run_dir, DIAGNOSTICS_FILE))
@@ -575,9 +577,10 @@ def final_diagnostics(run_dir: str) -> dict[str, Any] | None:
     return None
   step = max(r["step"] for r in records)
   last = [r for r in records if r["step"] == step]
-  out: dict[str, Any] = {"step": step, "cell": last[0].get("cell"), "seeds": len(last)}
+  out: dict[str, Any] = {"step": step, "cell": last[0].get("cell"),
+                         "gradient": last[0].get("gradient", "output"), "seeds": len(last)}
   for key, value in last[0].items():
-    if key in ("step", "seed", "cell", "sequences_seen"):
+    if key in ("step", "seed", "cell", "gradient", "sequences_seen"):
       continue
     if isinstance(value, list):
       rows = [np.array([np.nan if v is None else v for v in r[key]], np.float64) for r in last]
@@ -594,8 +597,9 @@ def plot_diagnostics(entries: Sequence[tuple[str, int, str]], path: str, title: 
 
   ``entries``: ``(model label, lag, run directory)``. Each directory's last
   measurement (:func:`final_diagnostics`, median over seeds) gives three
-  panels: the input-gradient norm against distance ``d`` before the output
-  (log y; how fast the error signal decays with lag), the state norm
+  panels: the input-gradient norm (of the loss or of the last outputs, as
+  the runs logged it) against distance ``d`` before each sequence's last
+  step (log y; how fast the error signal decays with lag), the state norm
   against time (cell state for LSTM cells, solid; hidden state for GRU and
   Elman cells, dashed), and per LSTM model the forget-gate median time scale
   ``1 / (1 - f)`` against lag (log-log). One colour per model, darker for
@@ -631,8 +635,9 @@ def plot_diagnostics(entries: Sequence[tuple[str, int, str]], path: str, title: 
     if taus:
       tau_ax.plot(*zip(*taus), marker="o", color=colour, label=model)
   grad_ax.set_yscale("log")
-  grad_ax.set_xlabel("distance d before the last output (steps)")
-  grad_ax.set_ylabel("||d output / d input||")
+  grad_ax.set_xlabel("distance d before the last step (steps)")
+  of = sorted({d["gradient"] for _, _, d in found})
+  grad_ax.set_ylabel(f"||d {' or '.join(of)} / d input||")
   grad_ax.set_title("error signal by lag", fontsize=10)
   norm_ax.set_xlabel("time step t")
   norm_ax.set_ylabel("state norm (cell: solid, hidden: dashed)")
