@@ -22,10 +22,22 @@ biases); lr 1e-2; batch 4; two layers of 32. All learn the deterministic
 middle and stay at chance on the final symbol. Shorter lags do train
 with the modern LSTM (forget bias 1, batch 16): p = 10 with 32 units in 27,200
 sequences, p = 20 with two layers of 32 in 20,000 (one layer: not in 80,000).
-Tiny variant for tests: ``--config=configs/hs2a.py:quick``.
+Paper setup (``:paper``; ``configs.use_1997_setup``): the 1997 cell with its
+squashing functions and truncated gradient, 1 block of 1 cell, input-to-output
+connections, learning rate 1.0, weights U[-0.2, 0.2], staircase gate biases -1,
+-2, ... over the blocks, sigmoid output units on squared error, online learning
+(one sequence per update, plain gradient descent). These values are this
+project's reading of the paper's Table 10 and Sec. 5; they could not be checked
+against the paper here.
+Tiny variants for tests: ``--config=configs/hs2a.py:quick`` and ``:paper_quick``.
 """
 
-from lstm_jax.config import default_config, shrink_for_tests, use_1997_cell
+from configs import finish
+from lstm_jax.config import default_config, use_1997_cell
+
+# The 1997 setup of ``:paper`` (configs.use_1997_setup).
+PAPER = dict(blocks=1, block_size=1, learning_rate=1.0, init_scale=0.2, input_to_output=True,
+             output_gate=False, input_activation="sigmoid", output_activation="identity")
 
 
 def get_config(arg: str | None = None):
@@ -41,6 +53,4 @@ def get_config(arg: str | None = None):
   c.log_every = 50
   c.eval_every = 500
   c.checkpoint_every = 2000
-  if arg == "quick":
-    shrink_for_tests(c, lag=5)
-  return c
+  return finish(c, arg, paper=PAPER, quick_lag=5)

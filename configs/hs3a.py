@@ -14,12 +14,22 @@ Changed from the paper: minibatches of 16 sequences and Adam (lr 1e-3, clip
 test sequences every 100 updates (1,600 sequences).
 Measured with this config on a 2-core CPU (seed 0; not a published figure):
 solved after 17,600 sequences in 4 s.
-Tiny variant for tests: ``--config=configs/hs3a.py:quick``.
+Paper setup (``:paper``; ``configs.use_1997_setup``): the 1997 cell with its
+squashing functions and truncated gradient, 3 blocks of 1 cell, learning rate
+1.0, weights U[-0.1, 0.1], staircase gate biases -1, -2, ... over the blocks,
+sigmoid output units on squared error, online learning (one sequence per update,
+plain gradient descent). These values are this project's reading of the paper's
+Table 10 and Sec. 5; they could not be checked against the paper here.
+Tiny variants for tests: ``--config=configs/hs3a.py:quick`` and ``:paper_quick``.
 """
 
 import ml_collections
 
-from lstm_jax.config import default_config, shrink_for_tests, use_1997_cell
+from configs import finish
+from lstm_jax.config import default_config, use_1997_cell
+
+# The 1997 setup of ``:paper`` (configs.use_1997_setup).
+PAPER = dict(blocks=3, block_size=1, learning_rate=1.0, init_scale=0.1)
 
 
 def get_config(arg: str | None = None):
@@ -36,6 +46,4 @@ def get_config(arg: str | None = None):
   c.log_every = 50
   c.eval_every = 100
   c.checkpoint_every = 2000
-  if arg == "quick":
-    shrink_for_tests(c, lag=10)
-  return c
+  return finish(c, arg, paper=PAPER, quick_lag=10)

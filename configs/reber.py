@@ -14,10 +14,21 @@ rule is checked on 512 fresh strings (see lstm_jax/tasks/reber.py). Not a lag
 task: lag is fixed at 9.
 Measured with this config on a 2-core CPU (seed 0; not a published figure):
 solved after 41,600 sequences in 7 s.
-Tiny variant for tests: ``--config=configs/reber.py:quick``.
+Paper setup (``:paper``; ``configs.use_1997_setup``): the 1997 cell with its
+squashing functions and truncated gradient, 4 blocks of 1 cell, learning rate
+0.5, weights U[-0.2, 0.2], no input-to-output connections, staircase gate biases
+-1, -2, ... over the blocks, sigmoid output units on squared error, online
+learning (one sequence per update, plain gradient descent). These values are
+this project's reading of the paper's Table 10 and Sec. 5; they could not be
+checked against the paper here.
+Tiny variants for tests: ``--config=configs/reber.py:quick`` and ``:paper_quick``.
 """
 
-from lstm_jax.config import default_config, shrink_for_tests, use_1997_cell
+from configs import finish
+from lstm_jax.config import default_config, use_1997_cell
+
+# The 1997 setup of ``:paper`` (configs.use_1997_setup).
+PAPER = dict(blocks=4, block_size=1, learning_rate=0.5, init_scale=0.2, gate_bias_steps=(0.0, 1.0))
 
 
 def get_config(arg: str | None = None):
@@ -33,6 +44,4 @@ def get_config(arg: str | None = None):
   c.log_every = 50
   c.eval_every = 100
   c.checkpoint_every = 2000
-  if arg == "quick":
-    shrink_for_tests(c)
-  return c
+  return finish(c, arg, paper=PAPER)

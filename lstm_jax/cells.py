@@ -394,10 +394,9 @@ INIT_OPTIONS: tuple[str, ...] = ("kernel_init", "recurrent_init", "bias_init", "
 whether it has biases): the one list the Flax wrappers, the interop functions
 and the experiment config pass through."""
 
-VARIANT_OPTIONS: tuple[str, ...] = ("block_size", "truncated_gradient", "input_activation",
-                                     "output_activation")
+VARIANT_OPTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LSTMVariant))
 """The :class:`LSTMVariant` fields :func:`make_cell` (and the experiment
-config's ``model`` section) set on top of a named variant."""
+config's ``model`` section) may set on top of a named variant."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -424,6 +423,10 @@ class Cell:
     chrono_t_max: ``T_max`` for the ``chrono`` scheme.
     init_scale: half-width for the ``uniform`` kernel initialiser.
     use_bias: whether the cell has biases.
+    gate_bias_steps: ``(input, output)`` steps of the ``hs1997`` staircase:
+      gate unit block ``k`` gets ``b_i = -(k+1) * input`` and ``b_o = -(k+1) *
+      output`` (e.g. ``(3.0, 0.0)``: input-gate biases -3, -6 and zero
+      output-gate biases).
   """
   kind: Literal["lstm", "gru", "elman"]
   hidden_size: int
@@ -437,6 +440,7 @@ class Cell:
   chrono_t_max: float | None = None
   init_scale: float = 0.1
   use_bias: bool = True
+  gate_bias_steps: tuple[float, float] = (1.0, 1.0)
 
   def __post_init__(self):
     if self.kind not in ("lstm", "gru", "elman"):
@@ -469,6 +473,13 @@ class Cell:
     checks.number("forget_bias", self.forget_bias, -float("inf"))
     checks.number("init_scale", self.init_scale, 0.0, strict=True)
     checks.boolean("use_bias", self.use_bias)
+    steps = self.gate_bias_steps
+    if (not isinstance(steps, (tuple, list)) or len(steps) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                   for v in steps)):
+      checks.fail("gate_bias_steps", steps, "expected (input_step, output_step), two numbers "
+                  ">= 0")
+    object.__setattr__(self, "gate_bias_steps", tuple(float(v) for v in steps))
 
   def init_options(self) -> dict[str, Any]:
     """``{name: value}`` of the :data:`INIT_OPTIONS` of this cell."""
@@ -507,8 +518,9 @@ class Cell:
         k_b, k_g = jax.random.split(k_b) if blocked else (k_b, k_b)
         gates = h // self.variant.block_size
         full = initializers.lstm_bias(self.bias_init, k_b, gates,
-                                      forget_bias=self.forget_bias,
-                                      t_max=self.chrono_t_max, dtype=dtype)
+                                      forget_bias=self.forget_bias, t_max=self.chrono_t_max,
+                                      input_step=self.gate_bias_steps[0],
+                                      output_step=self.gate_bias_steps[1], dtype=dtype)
         by_name = dict(zip(G.GATE_ORDER, G.split_gates(full, 4)))
         if blocked:  # the candidate has one bias per cell
           by_name["g"] = (initializers.bias_blocks(self.bias_init, k_g, h, 1, dtype=dtype)
@@ -641,9 +653,9 @@ def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
     proj_size: LSTMP projection size ``P < H``; required for ``"lstmp"``.
     **options: other :class:`Cell` fields (``kernel_init``, ``recurrent_init``,
       ``bias_init``, ``forget_bias``, ``chrono_t_max``, ``init_scale``,
-      ``use_bias``), or the :data:`VARIANT_OPTIONS` that change the named
-      variant (``block_size``, ``truncated_gradient``, ``input_activation``,
-      ``output_activation``; LSTM cells only).
+      ``use_bias``, ``gate_bias_steps``), or fields of :class:`LSTMVariant`
+      (:data:`VARIANT_OPTIONS`) that change the named variant, e.g.
+      ``block_size=2`` or ``output_gate=False`` (LSTM cells only).
 
   Returns:
     The cell description.

@@ -10,11 +10,15 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     model.hidden_size, model.num_layers, model.proj_size
     model.kernel_init, model.recurrent_init, model.bias_init, model.forget_bias,
     model.chrono_t_max (0: 3/2 of the task's max length), model.init_scale
+    model.<LSTMVariant field>  any option of the step (e.g. output_gate, input_activation),
+                      set on top of the named cell; in the defaults:
     model.block_size  memory cells per block sharing their gates (1997; 1: none)
     model.truncated_gradient  the 1997 truncated gradient (error flows back in
                       time only through the cell state)
     model.input_to_output  direct input-to-readout connections (1997)
     model.readout_init  initialiser of the readout ("uniform": U[-init_scale, init_scale])
+    model.gate_bias_steps  (input, output) steps of the "hs1997" gate-bias staircase
+                      (set only where a config needs it; default (1.0, 1.0))
     task_params.output_units  "task" (the task's loss) or "sigmoid" (sigmoid
                       units on squared error, the 1997 nets)
     optimizer.name, optimizer.learning_rate, optimizer.schedule,
@@ -172,7 +176,8 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
     message = str(err).removeprefix(f"{config.task}: ")
     raise _error(ValueError(message), {"lag": "lag"}, "task_params") from None
   m = config.model
-  options = {name: m[name] for name in INIT_OPTIONS + VARIANT_OPTIONS if name in m}
+  options = {name: m[name] for name in (*INIT_OPTIONS, *VARIANT_OPTIONS, "gate_bias_steps")
+             if name in m}
   if m.bias_init == "chrono":  # T_max defaults to 3/2 of the task's longest sequence
     options["chrono_t_max"] = float(m.chrono_t_max or 1.5 * task.max_length)
   else:

@@ -273,6 +273,6 @@ def hs1997_output(x: Array) -> Array:
 
 
 ACTIVATIONS: dict[str, Activation] = {"tanh": jnp.tanh, "identity": identity,
-                                      "hs1997_input": hs1997_input,
+                                      "sigmoid": sigmoid, "hs1997_input": hs1997_input,
                                       "hs1997_output": hs1997_output}
 """Squashing functions the cell variants select by name."""

@@ -147,7 +147,7 @@ def test_hidden_output(rng):
 def test_identity_and_activation_table(rng):
   v = rng.normal(size=(B, H))
   np.testing.assert_array_equal(np.asarray(G.identity(f32(v))), np.asarray(f32(v)))
-  assert set(G.ACTIVATIONS) == {"tanh", "identity", "hs1997_input", "hs1997_output"}
+  assert set(G.ACTIVATIONS) == {"tanh", "identity", "sigmoid", "hs1997_input", "hs1997_output"}
   np.testing.assert_allclose(np.asarray(G.ACTIVATIONS["identity"](f32(v))), v, **TOL)
   sig = 1.0 / (1.0 + np.exp(-v))   # the 1997 squashing functions g = 4s - 2, h = 2s - 1
   np.testing.assert_allclose(np.asarray(G.ACTIVATIONS["hs1997_input"](f32(v))), 4 * sig - 2,

@@ -3,6 +3,8 @@ memory-cell blocks (gates shared by ``block_size`` cells), the truncated
 gradient (error flows back in time only through the cell state),
 input-to-output connections and sigmoid output units on squared error."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,24 +24,25 @@ def np_sigmoid(v):
   return 1.0 / (1.0 + np.exp(-v))
 
 
-def split(z, forget):
-  """Blocks of z in the order i, (f), g, o: gates K columns, candidate H."""
-  widths = [K, K, H, K] if forget else [K, H, K]
-  parts = np.split(z, np.cumsum(widths)[:-1], axis=-1)
-  return parts if forget else [parts[0], None, parts[1], parts[2]]
+def split(z, forget, output_gate=True):
+  """Blocks of z in the order i, (f), g, (o): gates K columns, candidate H."""
+  names = ["i"] + (["f"] if forget else []) + ["g"] + (["o"] if output_gate else [])
+  widths = [H if n == "g" else K for n in names]
+  parts = dict(zip(names, np.split(z, np.cumsum(widths)[:-1], axis=-1)))
+  return [parts.get(n) for n in "ifgo"]
 
 
-def ref_forward(p, xs, forget, g_fn=np.tanh, h_fn=np.tanh):
+def ref_forward(p, xs, forget, g_fn=np.tanh, h_fn=np.tanh, output_gate=True):
   """Plain loop over time; the gate of cell j is gate j // S of its kind."""
   h, c = np.zeros((B, H)), np.zeros((B, H))
   trace = []
   for t in range(xs.shape[1]):
     x = xs[:, t]
-    zi, zf, zg, zo = split(x @ p["w_x"] + h @ p["w_h"] + p["b"], forget)
+    zi, zf, zg, zo = split(x @ p["w_x"] + h @ p["w_h"] + p["b"], forget, output_gate)
     i = np.repeat(np_sigmoid(zi), S, axis=-1)
     f = np.repeat(np_sigmoid(zf), S, axis=-1) if forget else np.ones((B, H))
     g = g_fn(zg)
-    o = np.repeat(np_sigmoid(zo), S, axis=-1)
+    o = np.repeat(np_sigmoid(zo), S, axis=-1) if output_gate else np.ones((B, H))
     c_new = f * c + i * g
     h_new = o * h_fn(c_new)
     trace.append(dict(x=x, h_prev=h, c_prev=c, i=i, f=f, g=g, o=o, c=c_new, h=h_new))
@@ -110,6 +113,30 @@ def test_1997_squashing_functions_match_numpy():
   np.testing.assert_allclose(np.asarray(ys), np.stack([s["h"] for s in trace], axis=1),
                              rtol=2e-5, atol=2e-6)
   assert lstm_jax.sequence.resolve_impl(cell, "auto") == "scan"
+
+
+def test_exp2_cell_sigmoid_input_identity_output_no_output_gate_matches_numpy():
+  """The Exp 2a/2b cell of the paper setup: no output gate, g = sigmoid, h = identity."""
+  cell = lstm_jax.make_cell("lstm1997", H, block_size=S, output_gate=False,
+                            input_activation="sigmoid", output_activation="identity")
+  rng = np.random.default_rng(6)
+  p = {k: rng.normal(0, 0.6, v) for k, v in cell.param_shapes(I).items()}
+  assert p["w_x"].shape == (I, K + H)
+  xs = rng.normal(0, 1, (B, T, I))
+  ys, _ = lstm_jax.rnn(cell, jax.tree.map(jnp.asarray, p), jnp.asarray(xs, jnp.float32))
+  trace = ref_forward(p, xs, False, g_fn=np_sigmoid, h_fn=lambda v: v, output_gate=False)
+  np.testing.assert_allclose(np.asarray(ys), np.stack([s["h"] for s in trace], axis=1),
+                             rtol=2e-5, atol=2e-6)
+
+
+def test_gate_bias_steps_set_the_staircase():
+  cell = lstm_jax.make_cell("lstm1997", 4, block_size=2, bias_init="hs1997",
+                            gate_bias_steps=(3.0, 0.0))
+  b = np.asarray(cell.init(jax.random.key(0), 3)["b"])
+  np.testing.assert_array_equal(b, [-3, -6, 0, 0, 0, 0, 0, 0])  # i [2], g [4], o [2]
+  with pytest.raises(ValueError, match=r"gate_bias_steps=\(1.0,\) is not allowed; expected "
+                     r"\(input_step, output_step\)"):
+    lstm_jax.make_cell("lstm1997", 4, gate_bias_steps=(1.0,))
 
 
 @pytest.mark.parametrize("name", ["lstm1997", "vanilla"])
@@ -224,3 +251,37 @@ def test_block_options_refused_with_peepholes_and_for_baselines():
     lstm_jax.make_cell("elman", 4, block_size=2)
   assert lstm_jax.sequence.resolve_impl(
       lstm_jax.make_cell("vanilla", 4, truncated_gradient=True), "auto") == "scan"
+
+
+PAPER_CONFIGS = ["reber", "hs2a", "hs2b", "hs2c", "hs3a", "hs3b", "hs3c", "hs4_adding",
+                 "hs5_multiplication", "hs6a", "hs6b"]
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_every_1997_config_has_a_paper_setup(name):
+  import importlib
+  module = importlib.import_module(f"configs.{name}")
+  assert "Paper setup" in module.__doc__, name
+  for arg in ("paper", "paper_quick"):
+    c = module.get_config(arg)
+    task, model, _ = C.build(c)
+    assert c.batch_size == 1 and c.optimizer.name == "sgd" and c.optimizer.grad_clip == 0
+    assert model.cell.variant.truncated_gradient and model.cell.variant.forget_gate == "none"
+    assert task.output_units == "sigmoid" and model.readout_init == "uniform"
+  with pytest.raises(ValueError, match=r"config argument 'papre' is not allowed; allowed: "
+                     r"none \(the modern setup\), quick, paper, paper_quick"):
+    module.get_config("papre")
+
+
+def test_paper_quick_run_trains_online(tmp_path):
+  """A tiny paper-setup run end to end: one sequence per update, plain SGD."""
+  import importlib
+  from lstm_jax import runner
+  c = importlib.import_module("configs.hs4_adding").get_config("paper_quick")
+  c.budget_sequences, c.log_every, c.eval_every, c.checkpoint_every = 200, 50, 100, 100
+  summary = runner.train_and_evaluate(c, str(tmp_path), progress=False)
+  assert summary["sequences_seen"] == 200
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  train = [r for r in records if r["split"] == "train"]
+  assert [r["sequences_seen"] for r in train] == [50, 100, 150, 200]
+  assert all(np.isfinite(r["loss"]) for r in train)
