@@ -55,6 +55,11 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     diagnostics.num_sequences  sequences of the fixed batch they are measured on
     diagnostics.distances  distances d of the logged input_grad_norm_d{d}
                       scalars (the full curve is in diagnostics.jsonl)
+    diagnostics.gradient  what input_grad_norm[d] differentiates with respect
+                      to the input d steps before each sequence's last real
+                      step: "loss" (the default), the task's training loss on
+                      the fixed batch; "output", the sum of the outputs at
+                      each sequence's last real step
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ import ml_collections
 from lstm_jax import checks
 from lstm_jax.cells import INIT_OPTIONS, VARIANT_OPTIONS
 from lstm_jax.devices import Placement
+from lstm_jax.diagnostics import GRADIENTS as DIAGNOSTICS_GRADIENTS
 from lstm_jax.models import SequenceModel, make_model
 from lstm_jax.tasks import TASK_NAMES, Task, make_task
 from lstm_jax.training import OPTIMIZERS, SCHEDULES
@@ -122,7 +128,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.ensemble = "auto"
   c.split_batch = "auto"
   c.diagnostics = ml_collections.ConfigDict(dict(
-      every=0, num_sequences=16, distances=(0, 1, 4, 16, 64, 256, 1024)))
+      every=0, num_sequences=16, distances=(0, 1, 4, 16, 64, 256, 1024), gradient="loss"))
   return c
 
 
@@ -160,6 +166,8 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
                            ("diagnostics.every", 0), ("diagnostics.num_sequences", 1)):
       checks.integer(field, _get(config, field), minimum)
     _check_distances(config.diagnostics.distances)
+    checks.choice("diagnostics.gradient", config.diagnostics.get("gradient", "loss"),
+                  DIAGNOSTICS_GRADIENTS)
     o = config.optimizer
     checks.choice("optimizer.name", o.name, OPTIMIZERS)
     checks.choice("optimizer.schedule", o.schedule, SCHEDULES)

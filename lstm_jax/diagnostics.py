@@ -19,8 +19,13 @@ with per-sequence lengths):
 
     hidden_trace                 per step hidden state of one layer of any cell
     norm_at_end                  mean over rows b of ||state[lengths[b] - 1, b]||_2
-    input_gradient_from_end      the gradient norm by distance d back from each
-                                 sequence's last real step
+    loss_gradient_from_end       ||dL / dx[b, lengths[b] - 1 - d]|| by distance d:
+                                 the gradient of the task's training loss L
+                                 with respect to the input d steps before each
+                                 sequence's last real step (what runs log by
+                                 default)
+    input_gradient_from_end      the same for the sum of each sequence's outputs
+                                 at its last real step instead of the loss
     measure                      the arrays of one seed (jit-able), per cell kind
     summarize                    one seed's measured arrays as logged scalars and
                                  JSON curves
@@ -39,6 +44,7 @@ import numpy as np
 
 from lstm_jax.cells import Cell, LSTMState, Params, lstm_gates
 from lstm_jax.models import SequenceModel
+from lstm_jax.tasks.base import Batch, Task
 
 Array = jax.Array
 
@@ -48,6 +54,11 @@ gives ``1e6`` steps instead of infinity)."""
 
 SATURATED = 0.99
 """``forget_gate_stats`` counts the fraction of forget-gate values ``f > 0.99``."""
+
+GRADIENTS = ("loss", "output")
+"""What :func:`measure`'s ``input_grad_norm`` differentiates: ``"loss"`` the
+task's training loss (:func:`loss_gradient_from_end`), ``"output"`` the sum of
+the outputs at each sequence's last real step (:func:`input_gradient_from_end`)."""
 
 
 class GateTrace(NamedTuple):
@@ -354,7 +365,56 @@ def input_gradient_from_end(model_or_fn: SequenceModel | Callable[..., Array], p
   def total(x: Array) -> Array:
     return jnp.sum(fn(params, x, lengths)[rows, last])
 
-  grad = jax.grad(total)(xs)  # [B, T, I]
+  return _norms_from_end(jax.grad(total)(xs), lengths)
+
+
+def loss_gradient_from_end(model_or_fn: SequenceModel | Callable[..., Array], params: Any,
+                           task: Task, batch: Batch) -> Array:
+  """Gradient norm of the task's training loss with respect to the input ``d``
+  steps before each sequence's last real step.
+
+  With ``L = task.loss(fn(params, x, lengths), batch)`` the scalar training
+  loss on ``batch`` (its targets and mask; :meth:`lstm_jax.tasks.base.Task.loss`)
+  and ``e_b = lengths[b] - 1`` the last real step of row ``b``::
+
+      norms[d] = sqrt( sum over rows b with e_b - d >= 0 of
+                       || dL / dx[b, e_b - d, :] ||_2^2 )          d = 0 .. T - 1
+
+  aggregated as :func:`input_gradient_from_end` (rows do not interact, so
+  ``dL / dx[b]`` is row ``b``'s own share; NaN at a distance no row reaches).
+  ``d`` counts back from the end of the sequence whichever steps carry loss:
+  where the loss sits only at the last step (``mask[b, e_b]``) this is how
+  fast the error signal decays with lag; where every step carries loss,
+  ``dL / dx[b, e_b - d]`` sums the signal of the losses at steps ``e_b - d ..
+  e_b``. The loss is a mean over the batch's masked steps (for
+  ``output_units="sigmoid"`` a sum over each sequence's steps averaged over
+  the sequences), so the norms scale as ``1 / B`` with the batch size.
+
+  Args:
+    model_or_fn: a :class:`~lstm_jax.models.SequenceModel` or any
+      ``fn(params, xs, lengths) -> outputs [B, T, O]``.
+    params: its parameters.
+    task: the task whose ``loss(outputs, batch)`` is differentiated.
+    batch: ``(inputs [B, T, I], targets, mask [B, T], lengths [B])`` of that
+      task, lengths in ``[1, T]``.
+
+  Returns:
+    ``[T]`` norms, index ``d``.
+  """
+  fn = model_or_fn.apply if isinstance(model_or_fn, SequenceModel) else model_or_fn
+  lengths = jnp.asarray(batch.lengths)
+
+  def loss(x: Array) -> Array:
+    return task.loss(fn(params, x, lengths), batch)
+
+  return _norms_from_end(jax.grad(loss)(jnp.asarray(batch.inputs)), lengths)
+
+
+def _norms_from_end(grad: Array, lengths: Array) -> Array:
+  """``grad [B, T, I]`` -> ``[T]``: ``sqrt(sum over rows b with lengths[b] - 1 - d
+  >= 0 of ||grad[b, lengths[b] - 1 - d]||^2)``, NaN where no row reaches ``d``."""
+  time = grad.shape[1]
+  last = jnp.clip(lengths - 1, 0, time - 1)
   sq = jnp.sum(grad * grad, axis=-1)  # [B, T]
   index = last[:, None] - jnp.arange(time)[None, :]  # [B, d]: the step d before the end
   reached = (index >= 0) & (lengths[:, None] >= 1)
@@ -363,9 +423,10 @@ def input_gradient_from_end(model_or_fn: SequenceModel | Callable[..., Array], p
   return jnp.where(jnp.any(reached, axis=0), norms, jnp.nan)
 
 
-def measure(model: SequenceModel, params: Params, xs: Array,
-            lengths: Array | None = None) -> dict[str, Array]:
-  """The diagnostics of one model (one seed) on one batch, as arrays (jit-able).
+def measure(model: SequenceModel, params: Params, batch: Batch, task: Task | None = None,
+            gradient: str = "loss") -> dict[str, Array]:
+  """The diagnostics of one model (one seed) on one batch, as arrays (jit-able;
+  ``model``, ``task`` and ``gradient`` static).
 
   Measured on the first layer from zero state, with the batch's lengths:
 
@@ -382,21 +443,36 @@ def measure(model: SequenceModel, params: Params, xs: Array,
       hidden_norm       cell_norm_over_time(h, mask)            [T]
       hidden_norm_end   norm_at_end(h, lengths)                 scalar
 
-  every cell::
+  every cell, by ``gradient``::
 
-      input_grad_norm   input_gradient_from_end(model, ...)     [T], index d
+      input_grad_norm   "loss":   loss_gradient_from_end(model, params, task, batch)
+                        "output": input_gradient_from_end(model, params, xs, lengths)
+                                                                [T], index d
 
   Args:
     model: the model.
     params: one seed's parameters.
-    xs: ``[B, T, I]`` inputs.
-    lengths: ``[B]`` lengths in ``[1, T]``, or ``None`` (all ``T``).
+    batch: a :class:`~lstm_jax.tasks.base.Batch` (``inputs [B, T, I]``,
+      ``lengths [B]`` in ``[1, T]`` or ``None`` for all ``T``; ``targets`` and
+      ``mask`` are read only for ``gradient="loss"``).
+    task: the task of the batch, whose loss ``"loss"`` differentiates (unused
+      for ``"output"``).
+    gradient: one of :data:`GRADIENTS`.
 
   Returns:
     ``{name: array}`` as above.
+
+  Raises:
+    ValueError: an unknown ``gradient``, or ``"loss"`` without a task.
   """
-  batch, time = xs.shape[0], xs.shape[1]
-  lengths = jnp.full((batch,), time, jnp.int32) if lengths is None else jnp.asarray(lengths)
+  if gradient not in GRADIENTS:
+    raise ValueError(f"gradient: expected one of {GRADIENTS}, got {gradient!r}")
+  if gradient == "loss" and task is None:
+    raise ValueError("task: gradient='loss' needs the task whose loss it differentiates")
+  xs = jnp.asarray(batch.inputs)
+  rows, time = xs.shape[0], xs.shape[1]
+  lengths = (jnp.full((rows,), time, jnp.int32) if batch.lengths is None
+             else jnp.asarray(batch.lengths))
   layer = params["rnn"][0]
   out: dict[str, Array] = {}
   if model.cell.kind == "lstm":
@@ -411,7 +487,11 @@ def measure(model: SequenceModel, params: Params, xs: Array,
     name = "hidden_norm"
   out[name] = cell_norm_over_time(states, mask)
   out[f"{name}_end"] = norm_at_end(states, lengths)
-  out["input_grad_norm"] = input_gradient_from_end(model, params, xs, lengths)
+  if gradient == "loss":
+    out["input_grad_norm"] = loss_gradient_from_end(model, params, task,
+                                                    batch._replace(lengths=lengths))
+  else:
+    out["input_grad_norm"] = input_gradient_from_end(model, params, xs, lengths)
   return out
 
 

@@ -38,13 +38,21 @@ seed's parameters are measured on one fixed batch of
 seed, run and resume) by :func:`lstm_jax.diagnostics.measure`: for LSTM
 cells the forget-gate statistics and the cell-state norm over time, for GRU
 and Elman cells (no forget gate, no cell state) the hidden-state norm over
-time, and for every cell the gradient norm of the last output with respect
-to the input ``d`` steps back. The scalars
+time, and for every cell the gradient norm by distance ``d``,
+``input_grad_norm[d]``: with ``gradient="loss"`` (the default) the norm over
+the batch of ``dL / dx[b, lengths[b] - 1 - d]``, the gradient of the task's
+training loss ``L`` on that batch (its targets and mask) with respect to the
+input ``d`` steps before each sequence's last real step
+(:func:`lstm_jax.diagnostics.loss_gradient_from_end`); with
+``gradient="output"`` the same for the sum of the outputs at each sequence's
+last real step instead of ``L``
+(:func:`lstm_jax.diagnostics.input_gradient_from_end`). The scalars
 (:func:`lstm_jax.diagnostics.summarize`; ``input_grad_norm_d{d}`` for
 ``d`` in ``distances``) are logged to metrics.jsonl (``split:
 "diagnostics"``) and TensorBoard (``diagnostics/...``); diagnostics.jsonl has
-the same scalars and the curves ``cell_norm`` or ``hidden_norm`` (index
-``t``) and ``input_grad_norm`` (index ``d``), ``None`` where undefined. The
+the same scalars, ``gradient`` (``"loss"`` or ``"output"``) and the curves
+``cell_norm`` or ``hidden_norm`` (index ``t``) and ``input_grad_norm``
+(index ``d``), ``None`` where undefined. The
 measurement only reads the parameters: training is the same with
 diagnostics on or off. After a resume, records past the checkpoint and
 steps not logged for every seed are dropped and measured again, so each step
@@ -343,18 +351,21 @@ DIAGNOSTICS_FILE = "diagnostics.jsonl"
 @dataclasses.dataclass(frozen=True)
 class DiagnosticsSettings:
   """``config.diagnostics``: ``every`` (updates between measurements, 0 off),
-  ``num_sequences`` (rows of the fixed batch) and ``distances`` (of the
-  ``input_grad_norm_d{d}`` scalars)."""
+  ``num_sequences`` (rows of the fixed batch), ``distances`` (of the
+  ``input_grad_norm_d{d}`` scalars) and ``gradient`` (what ``input_grad_norm``
+  differentiates: ``"loss"`` or ``"output"``, :data:`lstm_jax.diagnostics.GRADIENTS`)."""
   every: int
   num_sequences: int
   distances: tuple[int, ...]
+  gradient: str = "loss"
 
   @classmethod
   def of(cls, config: ml_collections.ConfigDict) -> DiagnosticsSettings:
     """The settings of a config (the defaults, off, for a config without
-    ``diagnostics``)."""
+    ``diagnostics``; ``gradient="loss"`` for one without ``diagnostics.gradient``)."""
     d = config.get("diagnostics") or config_lib.default_config().diagnostics
-    return cls(int(d.every), int(d.num_sequences), tuple(int(x) for x in d.distances))
+    return cls(int(d.every), int(d.num_sequences), tuple(int(x) for x in d.distances),
+               str(d.get("gradient", "loss")))
 
   @property
   def on(self) -> bool:
@@ -373,24 +384,25 @@ def diagnostics_batch(task: Task, num_sequences: int) -> Any:
   return task.sample(key, num_sequences)
 
 
-def make_diagnose(model: Any, task: Task, num_sequences: int,
-                  placement: Placement) -> Callable[[Any], dict[str, jax.Array]]:
+def make_diagnose(model: Any, task: Task, num_sequences: int, placement: Placement,
+                  gradient: str = "loss") -> Callable[[Any], dict[str, jax.Array]]:
   """The jitted diagnostics program of a run: ``params [S] -> {name: [S, ...]}``,
   :func:`lstm_jax.diagnostics.measure` of every seed on
   :func:`diagnostics_batch` (drawn inside the program; seeds spread over the
   devices as the run's ``placement`` says; the parameters are first put
-  where the seeds run). Made once per run; it compiles on its first call and
-  is reused."""
+  where the seeds run), with ``gradient`` (``"loss"``: of ``task``'s loss on
+  that batch; ``"output"``). Made once per run; it compiles on its first
+  call and is reused."""
   model = dataclasses.replace(model, impl=placement.layer_impl(model.impl))
 
-  def one(params: Any, xs: jax.Array, lengths: jax.Array) -> dict[str, jax.Array]:
-    return diag_lib.measure(model, params, xs, lengths)
+  def one(params: Any, batch: Any) -> dict[str, jax.Array]:
+    return diag_lib.measure(model, params, batch, task, gradient)
 
   def program(params: Any) -> dict[str, jax.Array]:
     batch = diagnostics_batch(task, num_sequences)
     seeds = jax.tree_util.tree_leaves(params)[0].shape[0]
     tile = lambda x: jnp.broadcast_to(x, (seeds,) + x.shape)
-    return placement.over_seeds(one)(params, tile(batch.inputs), tile(batch.lengths))
+    return placement.over_seeds(one)(params, jax.tree_util.tree_map(tile, batch))
 
   jitted = jax.jit(program)
   where = placement.input_sharding()
@@ -591,7 +603,8 @@ class _Run:
                                            self.diag.distances)
       head = {"step": self.step, "seed": self.config.seed + s,
               "sequences_seen": self.step * self.config.batch_size}
-      lines.append({**head, "cell": self.config.model.cell, **scalars, **curves})
+      lines.append({**head, "cell": self.config.model.cell, "gradient": self.diag.gradient,
+                    **scalars, **curves})
       self.writers.write({**head, "split": "diagnostics", **scalars}, "diagnostics")
     self.diagnostics_jsonl.write("".join(json.dumps(wd.to_jsonable(r)) + "\n" for r in lines))
     self.diagnostics_jsonl.flush()
@@ -684,7 +697,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, model: A
   settings = DiagnosticsSettings.of(config)
   if settings.on:
     programs = dataclasses.replace(programs, diagnose=make_diagnose(
-        model, task, settings.num_sequences, placement))
+        model, task, settings.num_sequences, placement, settings.gradient))
   wd.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
   store = wd.CheckpointStore(workdir)
   try:

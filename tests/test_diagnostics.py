@@ -1,5 +1,6 @@
 """Memory diagnostics (lstm_jax.diagnostics) against independent computations:
-a NumPy LSTM loop, hand-worked statistics, finite differences and a linear toy."""
+a NumPy LSTM loop, hand-worked statistics, finite differences, a linear toy and
+a NumPy Elman loop with hand-written backpropagation of a task's loss."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 import lstm_jax as L
 from lstm_jax import diagnostics as D
+from lstm_jax.tasks import Batch, make_task
 from test_sequence import _random_params
 
 B, T, I, H = 3, 6, 3, 4
@@ -241,14 +243,89 @@ def test_input_gradient_from_end_is_the_per_row_gradient_at_each_last_step():
   assert np.isfinite(short[:3]).all() and np.isnan(short[3:]).all()
 
 
+def _numpy_elman_loss_gradient(params, batch):
+  """Float64 NumPy: an Elman RNN (h_t = tanh(x_t W_x + h_{t-1} W_h + b)) with a
+  linear readout (y_t = h_t W + c) and the task loss of "mse" tasks,
+  L = sum_{b,t} mask[b,t] mean_o (y[b,t,o] - target[b,t,o])^2 / sum(mask),
+  backpropagated through time by hand per row. Returns (L, norms[d]) with
+  norms[d] = sqrt(sum_b ||dL/dx[b, len_b - 1 - d]||^2)."""
+  cell = {k: np.asarray(v, np.float64) for k, v in params["rnn"][0].items()}
+  w_out = np.asarray(params["readout"]["w"], np.float64)
+  c_out = np.asarray(params["readout"]["b"], np.float64)
+  xs, mask = np.asarray(batch.inputs, np.float64), np.asarray(batch.mask, np.float64)
+  targets, lengths = np.asarray(batch.targets, np.float64), np.asarray(batch.lengths)
+  count, outputs = mask.sum(), w_out.shape[1]
+  loss, squares = 0.0, np.zeros(xs.shape[1])
+  for b, n in enumerate(lengths):
+    hs = _numpy_elman(cell, xs[b, :n])  # [n, H]
+    err = hs @ w_out + c_out - targets[b, :n]  # [n, O]
+    loss += (mask[b, :n, None] * err ** 2).sum() / (count * outputs)
+    dys = 2.0 * mask[b, :n, None] * err / (count * outputs)
+    dh = np.zeros(hs.shape[1])
+    dxs = np.zeros((n, xs.shape[2]))
+    for t in range(n - 1, -1, -1):
+      dh = dh + dys[t] @ w_out.T
+      da = dh * (1.0 - hs[t] ** 2)
+      dxs[t] = da @ cell["w_x"].T
+      dh = da @ cell["w_h"].T
+    squares[:n] += (dxs[::-1] ** 2).sum(axis=1)  # index d = n - 1 - t
+  return loss, np.sqrt(squares)
+
+
+def test_loss_gradient_from_end_matches_numpy_backprop_of_the_task_loss():
+  # An "mse" task (adding, T = 6, 2 inputs, 1 output) on a hand-made batch:
+  # loss at several steps of rows 0 and 1 (mixed lengths), only at the end of row 2.
+  task = make_task("adding", lag=T)
+  model = L.models.make_model("elman", H, 1)
+  params = model.init(jax.random.key(3), 2)
+  params["rnn"][0] = _random_params(model.cell, seed=4, input_size=2)
+  lengths = np.array([6, 4, 2])
+  mask = np.zeros((B, T), np.float32)
+  mask[0, [1, 3, 5]] = mask[1, [0, 3]] = mask[2, 1] = 1.0
+  valid = np.arange(T)[None, :] < lengths[:, None]
+  xs = np.asarray(_xs(10, (B, T, 2))) * valid[..., None]
+  targets = np.asarray(jax.random.uniform(jax.random.key(11), (B, T, 1))) * mask[..., None]
+  batch = Batch(jnp.asarray(xs), jnp.asarray(targets), jnp.asarray(mask), jnp.asarray(lengths))
+  norms = np.asarray(jax.jit(D.loss_gradient_from_end, static_argnums=(0, 2))(
+      model, params, task, batch))
+  ref_loss, ref = _numpy_elman_loss_gradient(params, batch)
+  assert float(task.loss(model.apply(params, batch.inputs, batch.lengths), batch)) == \
+      pytest.approx(ref_loss, rel=1e-5)
+  assert norms.shape == (T,) and np.all(ref > 0)
+  np.testing.assert_allclose(norms, ref, rtol=1e-4)
+
+
+def _adding_batch(task, lengths, seed):
+  """A batch of ``task`` (adding) cut to ``lengths``: loss at each row's last real step."""
+  batch = task.sample(jax.random.key(seed), len(lengths))
+  lengths = jnp.asarray(lengths)
+  valid = jnp.arange(task.max_length)[None, :] < lengths[:, None]
+  mask = (jnp.arange(task.max_length)[None, :] == lengths[:, None] - 1).astype(jnp.float32)
+  return Batch(batch.inputs * valid[..., None], mask[..., None] * 0.7, mask, lengths)
+
+
 def test_measure_and_summarize_per_cell_kind():
   lengths = np.array([5, 3])
-  xs = _xs(9, (2, 5, I))
-  lstm = L.models.make_model("vanilla", H, 2)
-  params = lstm.init(jax.random.key(0), I)
-  m = jax.jit(D.measure, static_argnums=0)(lstm, params, xs, lengths)
+  task = make_task("adding", lag=5)  # 2 inputs, 1 output
+  batch = _adding_batch(task, lengths, 9)
+  xs = batch.inputs
+  lstm = L.models.make_model("vanilla", H, 1)
+  params = lstm.init(jax.random.key(0), 2)
+  run = jax.jit(D.measure, static_argnums=(0, 3, 4))
+  m = run(lstm, params, batch, task, "loss")
   assert set(m) == {"forget_mean", "forget_frac_above_0_99", "time_scale_mean",
                     "time_scale_median", "cell_norm", "cell_norm_end", "input_grad_norm"}
+  np.testing.assert_allclose(m["input_grad_norm"],
+                             D.loss_gradient_from_end(lstm, params, task, batch), rtol=1e-6)
+  old = run(lstm, params, batch, None, "output")  # the sum of the last outputs, as before
+  np.testing.assert_allclose(old["input_grad_norm"],
+                             D.input_gradient_from_end(lstm, params, xs, lengths), rtol=1e-6)
+  np.testing.assert_allclose(old["cell_norm"], m["cell_norm"], rtol=1e-6)
+  assert not np.allclose(old["input_grad_norm"][:3], m["input_grad_norm"][:3])
+  with pytest.raises(ValueError, match="gradient"):
+    D.measure(lstm, params, batch, task, "grad")
+  with pytest.raises(ValueError, match="task"):
+    D.measure(lstm, params, batch)  # the default, "loss", needs the task
   trace = D.gate_trace(lstm.cell, params["rnn"][0], xs, lengths=lengths)
   np.testing.assert_allclose(m["forget_mean"],
                              D.forget_gate_stats(trace.f, trace.mask)["mean"], rtol=1e-6)
@@ -262,8 +339,8 @@ def test_measure_and_summarize_per_cell_kind():
   assert "input_grad_norm_d5" not in scalars  # T = 5: d <= 4
   json.dumps({**scalars, **curves}, allow_nan=False)
 
-  gru = L.models.make_model("gru", H, 2)
-  m = D.measure(gru, gru.init(jax.random.key(1), I), xs, np.array([4, 2]))
+  gru = L.models.make_model("gru", H, 1)
+  m = D.measure(gru, gru.init(jax.random.key(1), 2), _adding_batch(task, [4, 2], 12), task)
   assert set(m) == {"hidden_norm", "hidden_norm_end", "input_grad_norm"}
   scalars, curves = D.summarize(m, distances=[0])
   assert set(scalars) == {"hidden_norm_mean", "hidden_norm_max", "hidden_norm_end",

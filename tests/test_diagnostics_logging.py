@@ -1,7 +1,8 @@
 """Memory diagnostics logged by a run (config.diagnostics, lstm_jax.runner) and
 plotted by the sweep and horizon commands: the logged values against a NumPy
-LSTM loop on the run's own parameters, training unchanged with them on,
-resume without duplicates, bad config values, and diagnostics.png."""
+LSTM loop on the run's own parameters (the gradient of the task's loss by
+default, of the last outputs with gradient="output"), training unchanged with
+them on, resume without duplicates, bad config values, and diagnostics.png."""
 
 from __future__ import annotations
 
@@ -76,11 +77,24 @@ def _params_at(workdir, config, step):
                  for s in range(config.num_seeds)]
 
 
+def _loss_gradient(task, model, params, batch):
+  """``||dL / dx[b, len_b - 1 - d]||`` over rows b, L the task's loss on
+  ``batch``: the full input gradient, then a loop over rows and distances."""
+  lengths = np.asarray(batch.lengths)
+  grad = np.asarray(jax.grad(lambda x: task.loss(model.apply(params, x, batch.lengths),
+                                                 batch))(batch.inputs), np.float64)
+  squares = np.zeros(grad.shape[1])
+  for b, n in enumerate(lengths):
+    for d in range(n):
+      squares[d] += (grad[b, n - 1 - d] ** 2).sum()
+  return np.sqrt(squares)
+
+
 def _numpy_diagnostics(model, params, xs, lengths):
   """The logged quantities in float64 NumPy: a vanilla LSTM loop per row
   (test_diagnostics._numpy_trace) for the forget gate and the cell state; the
-  gradient per row cut at its length, with the NumPy-tested
-  input_gradient_by_distance."""
+  output gradient (gradient="output") per row cut at its length, with the
+  NumPy-tested input_gradient_by_distance."""
   fs, cs = [], []
   for b, n in enumerate(lengths):
     f, c = _numpy_trace(params["rnn"][0], xs[b, :n])
@@ -104,8 +118,10 @@ def _numpy_diagnostics(model, params, xs, lengths):
 def test_logged_values_match_numpy_on_the_runs_parameters(runs):
   _, on = runs
   config = _config()
+  assert config.diagnostics.gradient == "loss"  # the default
   lines = _records(on, runner.DIAGNOSTICS_FILE)
   assert [(r["step"], r["seed"]) for r in lines] == [(s, k) for s in (0, 10, 20) for k in (0, 1)]
+  assert {r["gradient"] for r in lines} == {"loss"}
   task = config_lib.build(config).task
   batch = runner.diagnostics_batch(task, 4)
   xs, lengths = np.asarray(batch.inputs), np.asarray(batch.lengths)
@@ -118,19 +134,45 @@ def test_logged_values_match_numpy_on_the_runs_parameters(runs):
                   "time_scale_median", "cell_norm_end"):
         assert got[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-6), key
       np.testing.assert_allclose(got["cell_norm"], ref["cell_norm"], rtol=1e-4)
-      np.testing.assert_allclose(got["input_grad_norm"], ref["input_grad_norm"], rtol=1e-4)
+      grads = _loss_gradient(task, model, params[s], batch)
+      np.testing.assert_allclose(got["input_grad_norm"], grads, rtol=1e-4)
       assert got["cell_norm_mean"] == pytest.approx(ref["cell_norm"].mean(), rel=1e-4)
       for d in DISTANCES:
-        assert got[f"input_grad_norm_d{d}"] == pytest.approx(ref["input_grad_norm"][d], 1e-4)
-  # metrics.jsonl holds the same scalars (no curves), split "diagnostics".
+        assert got[f"input_grad_norm_d{d}"] == pytest.approx(grads[d], 1e-4)
+  # metrics.jsonl holds the same scalars (no curves, cell or gradient), split "diagnostics".
   logged = [r for r in _records(on) if r["split"] == "diagnostics"]
   assert len(logged) == len(lines)
   for r, line in zip(logged, lines):
-    assert r == {k: v for k, v in line.items() if not isinstance(v, list) and k != "cell"} | {
+    assert r == {k: v for k, v in line.items()
+                 if not isinstance(v, list) and k not in ("cell", "gradient")} | {
         "split": "diagnostics"}
   events = list(pathlib.Path(on, "tensorboard").glob("events.out.tfevents.*"))
   assert events and any(b"diagnostics/time_scale_median/seed1" in e.read_bytes()
                         for e in events)
+
+
+def test_output_gradient_gives_the_last_outputs_gradient(runs):
+  """gradient="output": the run's diagnostics program gives the gradient of the
+  summed last outputs (as before the loss became the default) on the saved
+  parameters, the other entries unchanged."""
+  _, on = runs
+  config = _config()
+  config.diagnostics.gradient = "output"
+  settings = runner.DiagnosticsSettings.of(config)
+  assert settings.gradient == "output"
+  assert runner.DiagnosticsSettings.of(_config()).gradient == "loss"
+  task, model, placement = config_lib.build(config)
+  model, params = _params_at(on, config, 20)
+  stacked = jax.tree_util.tree_map(lambda *p: np.stack(p), *params)
+  measured = jax.device_get(runner.make_diagnose(model, task, 4, placement, "output")(stacked))
+  batch = runner.diagnostics_batch(task, 4)
+  xs, lengths = np.asarray(batch.inputs), np.asarray(batch.lengths)
+  lines = [r for r in _records(on, runner.DIAGNOSTICS_FILE) if r["step"] == 20]
+  for s in range(2):
+    ref = _numpy_diagnostics(model, params[s], xs, lengths)
+    np.testing.assert_allclose(measured["input_grad_norm"][s], ref["input_grad_norm"], rtol=1e-4)
+    np.testing.assert_allclose(measured["cell_norm"][s], lines[s]["cell_norm"], rtol=1e-6)
+    assert not np.allclose(measured["input_grad_norm"][s], lines[s]["input_grad_norm"])
 
 
 def test_training_is_the_same_with_diagnostics_on(runs):
@@ -188,7 +230,7 @@ def test_elman_logs_hidden_state_norm_and_gradient_not_forget_gate(tmp_path):
   assert summary["status"] == "finished"
   lines = _records(str(tmp_path), runner.DIAGNOSTICS_FILE)
   assert [r["step"] for r in lines] == [0, 10, 20]
-  assert set(lines[0]) == {"step", "seed", "sequences_seen", "cell", "hidden_norm",
+  assert set(lines[0]) == {"step", "seed", "sequences_seen", "cell", "gradient", "hidden_norm",
                            "hidden_norm_mean", "hidden_norm_max", "hidden_norm_end",
                            "input_grad_norm", *(f"input_grad_norm_d{d}" for d in DISTANCES)}
   config = _config(num_seeds=1, cell="elman")
@@ -208,6 +250,8 @@ def test_elman_logs_hidden_state_norm_and_gradient_not_forget_gate(tmp_path):
     ("num_sequences", 0, r"^config\.diagnostics\.num_sequences=0 is not allowed; "),
     ("distances", [0, -2], r"^config\.diagnostics\.distances=\(0, -2\) is not allowed; "),
     ("distances", [3, 3], r"^config\.diagnostics\.distances=\(3, 3\) is not allowed; "),
+    ("gradient", "grad",
+     r"^config\.diagnostics\.gradient='grad' is not allowed; allowed: 'loss', 'output'$"),
 ])
 def test_bad_diagnostics_values_are_one_line_naming_the_field(tmp_path, field, value, pattern):
   c = _config()
@@ -246,7 +290,7 @@ def test_tiny_sweep_plots_diagnostics(tmp_path):
   final = sweep_lib.final_diagnostics(str(tmp_path / "LSTM_lag3"))
   last = [r for r in _records(str(tmp_path / "LSTM_lag3"), runner.DIAGNOSTICS_FILE)
           if r["step"] == 10]
-  assert final["step"] == 10 and final["seeds"] == 1
+  assert final["step"] == 10 and final["seeds"] == 1 and final["gradient"] == "loss"
   np.testing.assert_allclose(final["input_grad_norm"], last[0]["input_grad_norm"])
   assert "hidden_norm" in sweep_lib.final_diagnostics(str(tmp_path / "Elman_lag3"))
 
@@ -280,3 +324,4 @@ def test_diagnostics_png_only_where_points_logged_them_sweep_and_horizon(tmp_pat
   assert (tmp_path / "horizon" / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
   final = sweep_lib.final_diagnostics(str(tmp_path / "horizon" / "LSTM_lag4"))
   np.testing.assert_allclose(final["input_grad_norm"], 0.5 ** np.arange(6))
+  assert final["gradient"] == "output"  # records that do not say are the output gradient
