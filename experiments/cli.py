@@ -1,12 +1,16 @@
 """Flag parsing shared by the entry points: user errors in flags become one
-line on stderr and exit status 2, never a traceback."""
+line on stderr and exit status 2, never a traceback. Also the flags of the
+entry points that run many points in shards (``--shard``, ``--merge``,
+``--merge_from``, ``--partial``: :func:`shard_and_merge_flags`), the shard a
+job runs (:func:`chosen_shard`: the flag, else a SLURM job array's) and a
+merge's report of missing points (:func:`report_missing`, exit status 4)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 from absl import flags
 from ml_collections import config_flags
@@ -14,6 +18,7 @@ from ml_collections import config_flags
 from lstm_jax.config import ConfigError
 from lstm_jax.devices import keep_freed_host_memory, set_cpu_devices
 from lstm_jax.runner import Interrupted, NonFiniteError
+from lstm_jax.sweep import WHOLE, parse_shard, shard_from_env
 from lstm_jax.workdir import WorkdirError
 
 
@@ -34,6 +39,91 @@ def config_and_workdir_flags(what: str) -> tuple[Any, Any]:
   workdir = flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
   flags.mark_flags_as_required(["config", "workdir"])
   return config, workdir
+
+
+class _ShardParser(flags.ArgumentParser):
+  """``--shard=i/n`` -> ``(i, n)`` (:func:`lstm_jax.sweep.parse_shard`)."""
+
+  def parse(self, argument: Any) -> tuple[int, int]:
+    if isinstance(argument, tuple):
+      return argument
+    try:
+      return parse_shard(argument)
+    except ConfigError as err:
+      raise ValueError(str(err).split("; ", 1)[-1]) from None
+
+  def flag_type(self) -> str:
+    return "i/n"
+
+
+MISSING_EXIT = 4
+"""Exit status of a merge that found points no shard has finished (no ``--partial``)."""
+
+
+def shard_and_merge_flags(what: str) -> tuple[Any, Any, Any, Any]:
+  """Define ``--shard``, ``--merge``, ``--merge_from`` and ``--partial`` of an
+  entry point that runs many points (``what``: "points", "models"); return
+  their holders. :func:`chosen_shard` checks how they combine."""
+  shard = flags.DEFINE(
+      _ShardParser(), "shard", None,
+      f"Run only shard i of n (0-based, i/n: 0/2 and 1/2 for two jobs): every n-th of the "
+      f"{what} from the i-th, and write no tables (--merge does, once all shards have "
+      "finished). Default: from a SLURM job array's SLURM_ARRAY_TASK_ID and "
+      "SLURM_ARRAY_TASK_COUNT (or _MIN/_MAX/_STEP) when set, else the whole run.")
+  merge = flags.DEFINE_bool(
+      "merge", False, "Train nothing: build the tables and plots in --workdir from the "
+      "finished points in --workdir and the --merge_from workdirs; list the points not "
+      f"finished and exit {MISSING_EXIT} if any (--partial: write the tables anyway).")
+  merge_from = flags.DEFINE_list(
+      "merge_from", [], "With --merge: more workdirs (comma-separated) the shards wrote "
+      "points to, looked in after --workdir.")
+  partial = flags.DEFINE_bool(
+      "partial", False, "With --merge: write the tables from the finished points even when "
+      "some are missing (they are still listed), and exit 0.")
+  return shard, merge, merge_from, partial
+
+
+def chosen_shard(flag: tuple[int, int] | None, merge: bool = False,
+                 merge_from: Sequence[str] = (), partial: bool = False,
+                 environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+  """The shard to run: ``--shard`` when given, else the SLURM job array's
+  (:func:`lstm_jax.sweep.shard_from_env`), else the whole run ``(0, 1)``;
+  ``(0, 1)`` for a merge (``merge``: it reads every shard's points, and
+  ignores the SLURM variables). Raises :class:`lstm_jax.config.ConfigError`
+  for a bad SLURM variable, ``--shard`` with ``--merge``, or
+  ``--merge_from`` / ``--partial`` without it."""
+  if merge and flag is not None:
+    raise ConfigError("--shard is not allowed with --merge (a merge reads every shard's "
+                      "points)")
+  for name, value in (("merge_from", merge_from), ("partial", partial)):
+    if value and not merge:
+      raise ConfigError(f"--{name} is not allowed without --merge")
+  if merge:
+    return WHOLE
+  if flag is not None:
+    return flag
+  return shard_from_env(environ) or WHOLE
+
+
+def report_missing(lines: Sequence[str], total: int, what: str, dirs: Sequence[str],
+                   partial: bool) -> None:
+  """A merge's missing points: one ``missing: ...`` line each on stderr, then
+  a summary line; without ``partial`` it is an ``error:`` line and the exit
+  status :data:`MISSING_EXIT`. ``total``: how many ``what`` the merge
+  expected; ``dirs``: the workdirs it looked in."""
+  if not lines:
+    return
+  for line in lines:
+    print(f"missing: {line}", file=sys.stderr)
+  where = ", ".join(dirs)
+  if partial:
+    print(f"note: {len(lines)} of {total} {what} not finished in {where}; the tables hold "
+          "the finished ones only (--partial)", file=sys.stderr)
+    return
+  print(f"error: {len(lines)} of {total} {what} not finished in {where}; nothing written. "
+        "Run their shards again (finished points are reused), or merge with --partial",
+        file=sys.stderr)
+  sys.exit(MISSING_EXIT)
 
 
 def _config_file_args(argv: list[str]) -> list[tuple[str, str]]:

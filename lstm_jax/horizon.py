@@ -45,6 +45,13 @@ as a sweep's) and writes ``horizons.md``, ``horizons.csv``, ``horizons.json``
 and ``horizon.png``, and ``diagnostics.png`` when some point's run logged
 memory diagnostics (``base.diagnostics.every > 0``;
 :func:`lstm_jax.sweep.plot_diagnostics`: every lag tried per model).
+
+Many jobs: a model's next lag depends on its earlier results, so shards split
+the models, not the points: ``run_horizon(config, workdir, shard=(i, n))``
+searches every ``n``-th model from the ``i``-th
+(:func:`lstm_jax.sweep.shard_points` over ``models``) and writes no outputs;
+:func:`merge_horizon` replays each model's search over the points the shards
+finished and writes the outputs an unsharded search writes.
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ import json
 import math
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import ml_collections
 
@@ -339,7 +346,8 @@ def point_config(config: ml_collections.ConfigDict, model: Mapping[str, Any], la
 
 
 def run_horizon(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
-                force: bool = False) -> dict[str, dict[str, Any]]:
+                force: bool = False, shard: tuple[int, int] = sweep_lib.WHOLE
+                ) -> dict[str, dict[str, Any]]:
   """Search each model's memory horizon; write the tables, the JSON and the plot.
 
   Per model, in the config's order: ask :func:`next_lag`, run or load that
@@ -350,31 +358,105 @@ def run_horizon(config: ml_collections.ConfigDict, workdir: str, *, progress: bo
   :class:`lstm_jax.workdir.WorkdirError`. ``force``: run points whose memory
   estimate says they do not fit.
 
+  ``shard=(index, count)``: search only that shard's models
+  (:func:`lstm_jax.sweep.shard_points` over ``config.models``, round-robin:
+  a model's lags depend on its earlier results, so a model's whole search
+  stays in one shard) and, with ``count > 1``, write no outputs; the shards
+  may share ``workdir`` (each point has its own run directory) and
+  :func:`merge_horizon` writes the outputs when all have finished.
+
   Returns:
-    ``{label: {"horizon": Horizon, "rows": [row, ...]}}``, rows (the
-    :data:`COLUMNS`) in the order tried.
+    ``{label: {"horizon": Horizon, "rows": [row, ...]}}`` for the models
+    searched, rows (the :data:`COLUMNS`) in the order tried.
   """
   search = _check_config(config)
+  index, count = sweep_lib.check_shard(*shard)
   wd.ensure_dir(workdir)
   results: dict[str, dict[str, Any]] = {}
-  for m in config.models:
-    evidence: dict[int, float] = {}
-    rows = []
-    while (lag := next_lag(evidence, search)) is not None:
-      point = point_config(config, m, lag, search)
-      row = sweep_lib.run_point(point, m["label"], workdir, config.metric, progress=progress,
-                                force=force, check_saved=True)
-      _check_metric(row, sweep_lib.point_dir(workdir, m["label"], lag), config.metric)
-      evidence[lag] = row["solved_fraction"]
-      if progress:
-        print(f"horizon search {m['label']}: lag {lag}, budget {point.budget_sequences:,} "
-              f"sequences: solved by {row['solved_fraction']:.2f} of the seeds",
-              file=sys.stderr, flush=True)
-      rows.append({**row, "order": len(rows), "budget_sequences": point.budget_sequences,
-                   "solved": row["solved_fraction"] >= search.threshold})
-    results[m["label"]] = {"horizon": horizon_of(evidence, search), "rows": rows}
-    write_results(results, workdir, config, search)
+  for m in sweep_lib.shard_points(list(config.models), index, count):
+    results[m["label"]], _ = _search_model(config, m, search, lambda name: workdir,
+                                           progress=progress, force=force)
+    if count == 1:
+      write_results(results, workdir, config, search)
   return results
+
+
+def _search_model(config: ml_collections.ConfigDict, m: Mapping[str, Any], search: Search,
+                  locate: Callable[[str], str | None], *, progress: bool = True,
+                  force: bool = False) -> tuple[dict[str, Any], int | None]:
+  """One model's search: ``({"horizon", "rows"}, None)`` when it finished,
+  else the evidence so far (horizon ``"open"``) and the lag it stopped at.
+
+  ``locate(run directory name)``: the workdir to run or load the point in,
+  or ``None`` to stop the search there (a point no shard has finished)."""
+  evidence: dict[int, float] = {}
+  rows = []
+  while (lag := next_lag(evidence, search)) is not None:
+    point = point_config(config, m, lag, search)
+    where = locate(sweep_lib.point_name(m["label"], lag))
+    if where is None:
+      return {"horizon": horizon_of(evidence, search), "rows": rows}, lag
+    row = sweep_lib.run_point(point, m["label"], where, config.metric, progress=progress,
+                              force=force, check_saved=True)
+    _check_metric(row, sweep_lib.point_dir(where, m["label"], lag), config.metric)
+    evidence[lag] = row["solved_fraction"]
+    if progress:
+      print(f"horizon search {m['label']}: lag {lag}, budget {point.budget_sequences:,} "
+            f"sequences: solved by {row['solved_fraction']:.2f} of the seeds",
+            file=sys.stderr, flush=True)
+    rows.append({**row, "order": len(rows), "budget_sequences": point.budget_sequences,
+                 "solved": row["solved_fraction"] >= search.threshold})
+  return {"horizon": horizon_of(evidence, search), "rows": rows}, None
+
+
+class Merged(NamedTuple):
+  """What :func:`merge_horizon` found: the results (as :func:`run_horizon`
+  returns them; an unfinished model's horizon is ``"open"`` with the
+  evidence found), per model whose search is not finished the next lag it
+  needs, whether the outputs were written, and per point read (run
+  directory name) the workdir it was read from."""
+  results: dict[str, dict[str, Any]]
+  missing: dict[str, int]
+  written: bool
+  sources: dict[str, str]
+
+
+def merge_horizon(config: ml_collections.ConfigDict, workdir: str,
+                  sources: Sequence[str] = (), *, partial: bool = False) -> Merged:
+  """The outputs of a search whose models ran in shards; trains nothing.
+
+  Per model, the search rule is replayed over the finished points found (by
+  run directory name) in ``workdir`` and then each of ``sources`` (the first
+  holding a point finished wins), loaded as :func:`run_horizon` loads them
+  (a differing saved config raises :class:`lstm_jax.workdir.WorkdirError`).
+  A model is missing when the rule asks for a lag no source has finished.
+  With none missing, ``workdir`` gets the files :func:`run_horizon` writes
+  (:func:`write_results`), equal to an unsharded search's. With some
+  missing, nothing is written unless ``partial``: then those models appear
+  with horizon "open" and the lags found so far.
+  """
+  search = _check_config(config)
+  dirs = list(dict.fromkeys([workdir, *sources]))
+  found: dict[str, str] = {}
+
+  def locate(name: str) -> str | None:
+    source = sweep_lib.finished_in(name, dirs)
+    if source is not None:
+      found[name] = source
+    return source
+
+  results: dict[str, dict[str, Any]] = {}
+  missing: dict[str, int] = {}
+  for m in config.models:
+    results[m["label"]], lag = _search_model(config, m, search, locate, progress=False)
+    if lag is not None:
+      missing[m["label"]] = lag
+  written = partial or not missing
+  if written:
+    wd.ensure_dir(workdir)
+    write_results(results, workdir, config, search,
+                  run_dirs={name: os.path.join(d, name) for name, d in found.items()})
+  return Merged(results, missing, written, found)
 
 
 def _check_metric(row: dict[str, Any], path: str, metric: str) -> None:
@@ -428,10 +510,13 @@ def horizons_json(results: Mapping[str, Mapping[str, Any]],
 
 
 def write_results(results: Mapping[str, Mapping[str, Any]], workdir: str,
-                  config: ml_collections.ConfigDict, search: Search) -> None:
+                  config: ml_collections.ConfigDict, search: Search,
+                  run_dirs: Mapping[str, str] | None = None) -> None:
   """Write ``horizons.md``, ``horizons.csv``, ``horizons.json`` and
   ``horizon.png``, each atomically (a temporary file renamed), and
-  ``diagnostics.png`` when some point logged diagnostics."""
+  ``diagnostics.png`` when some point logged diagnostics. ``run_dirs``: per
+  point name, its run directory when not ``workdir/<name>`` (a merge of
+  shards in other workdirs, :func:`merge_horizon`)."""
   table = io.StringIO()
   writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")
   writer.writeheader()
@@ -443,8 +528,10 @@ def write_results(results: Mapping[str, Mapping[str, Any]], workdir: str,
   wd.write_text_atomic(os.path.join(workdir, "horizons.json"),
                        json.dumps(horizons_json(results, config, search), indent=1) + "\n")
   plot(results, os.path.join(workdir, "horizon.png"), config, search)
-  entries = [(label, r["lag"], sweep_lib.point_dir(workdir, label, r["lag"]))
-             for label, result in results.items() for r in result["rows"]]
+  names = [(label, r["lag"], sweep_lib.point_name(label, r["lag"]))
+           for label, result in results.items() for r in result["rows"]]
+  entries = [(label, lag, (run_dirs or {}).get(name, os.path.join(workdir, name)))
+             for label, lag, name in names]
   sweep_lib.plot_diagnostics(entries, os.path.join(workdir, "diagnostics.png"),
                              f"{config.base.task}: memory diagnostics")
 

@@ -49,6 +49,16 @@ time, and the forget-gate time scale against lag.
 One point is run, or loaded if finished, by :func:`run_point`, which returns
 its row (:data:`COLUMNS`); the memory-horizon search (:mod:`lstm_jax.horizon`)
 runs its points through it too.
+
+Many jobs: ``run_sweep(config, workdir, shard=(i, n))`` runs only shard ``i``
+of ``n`` (0-based; :func:`shard_points`: every ``n``-th point of
+:func:`points` from the ``i``-th, so the shards are disjoint and cover the
+sweep whatever has finished) and writes no tables. The shards are
+independent processes or jobs (``--shard=i/n``, or a SLURM job array:
+:func:`shard_from_env`); they may share one workdir, since every point has
+its own run directory. :func:`merge_sweep` then loads every point from the
+shards' workdirs and writes the tables with :func:`write_results`, the same
+files an unsharded sweep writes, and reports the points no shard finished.
 """
 
 from __future__ import annotations
@@ -60,7 +70,7 @@ import itertools
 import json
 import math
 import os
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence, TypeVar
 
 import ml_collections
 import numpy as np
@@ -267,6 +277,112 @@ def points(sweep: ml_collections.ConfigDict) -> list[Point]:
   return out
 
 
+# ----------------------------------------------------------------------------
+# Shards: disjoint slices of the points, for independent jobs.
+
+T = TypeVar("T")
+
+WHOLE = (0, 1)
+"""The shard ``(index, count)`` that is the whole sweep."""
+
+SLURM_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+                   "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP")
+"""The environment variables of a SLURM job array that :func:`shard_from_env` reads."""
+
+
+def check_shard(index: int, count: int) -> tuple[int, int]:
+  """``(index, count)`` if it names a shard: integers with ``count >= 1`` and
+  ``0 <= index < count`` (0-based); else a :class:`lstm_jax.config.ConfigError`."""
+  if (isinstance(index, bool) or isinstance(count, bool) or not isinstance(index, int)
+      or not isinstance(count, int) or count < 1 or not 0 <= index < count):
+    raise config_lib.ConfigError(
+        f"shard {index!r}/{count!r} is not allowed; expected i/n with integers 0 <= i < n "
+        "(0-based: two jobs are shards 0/2 and 1/2)")
+  return index, count
+
+
+def shard_points(items: Sequence[T], index: int, count: int) -> list[T]:
+  """The items of shard ``index`` of ``count`` (0-based): every ``count``-th
+  item from the ``index``-th, ``items[index::count]`` (round-robin).
+
+  Over ``index = 0 .. count - 1`` the shards are disjoint and together hold
+  every item once, each in the order of ``items``; their sizes differ by at
+  most one (a shard is empty when ``count > len(items)``). A shard depends
+  only on ``len(items)``, ``index`` and ``count`` -- not on which points have
+  finished -- so every job computes the same split. ``items``: the
+  :func:`points` of a sweep, or the models of a horizon search.
+  """
+  check_shard(index, count)
+  return list(items[index::count])
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+  """``"i/n"`` -> ``(i, n)``: shard ``i`` (0-based) of ``n``, e.g. ``"0/2"``
+  and ``"1/2"`` for two jobs. Spaces around the numbers are allowed.
+  Anything else (``"3/2"``, ``"2/2"``, ``"a/b"``, ``"0/0"``, ``"1"``) raises
+  :class:`lstm_jax.config.ConfigError`, one line."""
+  parts = str(text).split("/")
+  try:
+    if len(parts) != 2:
+      raise ValueError
+    index, count = (int(p.strip(), 10) for p in parts)
+  except ValueError:
+    raise config_lib.ConfigError(
+        f"shard {text!r} is not allowed; expected i/n with integers 0 <= i < n (0-based: two "
+        "jobs are shards 0/2 and 1/2)") from None
+  if count < 1 or not 0 <= index < count:
+    raise config_lib.ConfigError(
+        f"shard {text!r} is not allowed; expected i/n with integers 0 <= i < n (0-based: two "
+        "jobs are shards 0/2 and 1/2)")
+  return index, count
+
+
+def shard_from_env(environ: Mapping[str, str]) -> tuple[int, int] | None:
+  """The shard of a SLURM job array task, or ``None`` outside one.
+
+  Outside an array (no ``SLURM_ARRAY_TASK_ID``): ``None``. Inside one:
+  ``count`` is ``SLURM_ARRAY_TASK_COUNT``, or without it ``(MAX - MIN) //
+  STEP + 1`` from ``SLURM_ARRAY_TASK_MIN`` (default 0),
+  ``SLURM_ARRAY_TASK_MAX`` and ``SLURM_ARRAY_TASK_STEP`` (default 1); the
+  index is ``(SLURM_ARRAY_TASK_ID - MIN) / STEP``. So ``--array=0-3``,
+  ``--array=1-4`` and ``--array=0-9:3`` (4 tasks each; any ``%`` throttle)
+  give shards 0/4 .. 3/4. A value that is not an integer, an array given as
+  a list (``--array=1,5,7``) that makes the index fractional or too large,
+  or an ID without a count raises :class:`lstm_jax.config.ConfigError`
+  naming the variables (``--shard=i/n`` overrides the environment).
+  """
+  if not environ.get("SLURM_ARRAY_TASK_ID", "").strip():
+    return None
+  values: dict[str, int] = {}
+  for name in SLURM_VARIABLES:
+    text = environ.get(name, "").strip()
+    if not text:
+      continue
+    try:
+      values[name] = int(text, 10)
+    except ValueError:
+      raise config_lib.ConfigError(
+          f"{name}={text!r} is not allowed; expected an integer (a SLURM job array "
+          "variable); give --shard=i/n to choose the shard yourself") from None
+  seen = " ".join(f"{k}={v}" for k, v in values.items())
+  low, step = values.get("SLURM_ARRAY_TASK_MIN", 0), values.get("SLURM_ARRAY_TASK_STEP", 1)
+  if "SLURM_ARRAY_TASK_COUNT" in values:
+    count = values["SLURM_ARRAY_TASK_COUNT"]
+  elif "SLURM_ARRAY_TASK_MAX" in values and step >= 1:
+    count = (values["SLURM_ARRAY_TASK_MAX"] - low) // step + 1
+  else:
+    raise config_lib.ConfigError(
+        f"SLURM job array with {seen}: no SLURM_ARRAY_TASK_COUNT or SLURM_ARRAY_TASK_MAX to "
+        "count the shards; give --shard=i/n")
+  offset = values["SLURM_ARRAY_TASK_ID"] - low
+  if step < 1 or offset % step or not 0 <= offset // step < max(count, 0):
+    raise config_lib.ConfigError(
+        f"SLURM job array with {seen} does not give a shard i/n with 0 <= i < n (index "
+        "(ID - MIN) / STEP, n = COUNT); use a range such as --array=0-3, or give "
+        "--shard=i/n")
+  return offset // step, count
+
+
 def row_of(summary: dict[str, Any], label: str, lag: int, metric: str) -> dict[str, Any]:
   """The :data:`COLUMNS` row of one point from its ``summary.json``: the
   fraction of seeds solved, the median over the solved seeds of the sequences
@@ -336,36 +452,110 @@ def sequences_trained(summary: Mapping[str, Any], budget_sequences: int
 
 
 def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
-              force: bool = False) -> list[dict[str, Any]]:
+              force: bool = False, shard: tuple[int, int] = WHOLE) -> list[dict[str, Any]]:
   """Run (or resume) every point (:func:`points`) and write the tables and the plot.
 
   Every point's config is validated before the first one trains. ``force``:
   run points whose memory estimate says they do not fit
   (:func:`lstm_jax.runner.train_and_evaluate`).
 
+  ``shard=(index, count)``: run only the points of that shard
+  (:func:`shard_points`, round-robin over :func:`points`), each in its run
+  directory ``workdir/<name>`` as the whole sweep would, and write no tables:
+  with ``count > 1`` neither ``results.*``, ``best.md`` nor the plots are
+  written (the shards of one sweep may share ``workdir``; each point has its
+  own run directory, so no two shards write the same files). The tables come
+  from :func:`merge_sweep` once every shard has finished. ``(0, 1)``, the
+  default, is the whole sweep.
+
   Returns:
-    One row per point, in the order of :func:`points`. Without a grid the
-    :data:`COLUMNS` (as before grids existed). With one, :func:`grid_columns`:
-    also the point's value of every swept field (keyed by its dotted name),
-    ``sequences_trained`` and ``sequences_estimated``
-    (:func:`sequences_trained`); ``best.md`` is written too.
+    One row per point run (all of them, or the shard's), in the order of
+    :func:`points`. Without a grid the :data:`COLUMNS` (as before grids
+    existed). With one, :func:`grid_columns`: also the point's value of every
+    swept field (keyed by its dotted name), ``sequences_trained`` and
+    ``sequences_estimated`` (:func:`sequences_trained`); ``best.md`` is
+    written too.
+  """
+  index, count = check_shard(*shard)
+  todo = shard_points(points(sweep), index, count)
+  fields = list(grid_fields(sweep))
+  wd.ensure_dir(workdir)
+  rows = [_point_row(p, workdir, sweep.metric, fields, progress=progress, force=force)
+          for p in todo]
+  if count == 1:
+    write_results(rows, workdir, sweep)
+  return rows
+
+
+def _point_row(p: Point, workdir: str, metric: str, fields: Sequence[str],
+               **kwargs: Any) -> dict[str, Any]:
+  """One point's row (run, or loaded from ``workdir/<p.name>``; ``kwargs`` go
+  to :func:`run_point`), with the grid columns when ``fields`` is not empty."""
+  row = run_point(p.config, p.model["label"], workdir, metric, name=p.name, **kwargs)
+  if fields:
+    with open(os.path.join(workdir, p.name, "summary.json")) as f:
+      spent, estimated = sequences_trained(json.load(f), p.config.budget_sequences)
+    row = {"model": row["model"], "lag": row["lag"], **p.setting,
+           **{k: row[k] for k in COLUMNS[2:]},
+           "sequences_trained": spent, "sequences_estimated": estimated}
+  return row
+
+
+def finished_in(name: str, sources: Sequence[str]) -> str | None:
+  """The first of ``sources`` (workdirs) holding the finished run directory
+  ``name`` (one with a ``summary.json``), or ``None``."""
+  for source in sources:
+    if os.path.exists(os.path.join(source, name, "summary.json")):
+      return source
+  return None
+
+
+class Merged(NamedTuple):
+  """What :func:`merge_sweep` found: the rows of the finished points (in the
+  order of :func:`points`; the rows :func:`run_sweep` returns), the points
+  not finished in any source, whether the tables were written, and per
+  finished point's name the workdir it was read from."""
+  rows: list[dict[str, Any]]
+  missing: list[Point]
+  written: bool
+  sources: dict[str, str]
+
+
+def merge_sweep(sweep: ml_collections.ConfigDict, workdir: str, sources: Sequence[str] = (),
+                *, partial: bool = False) -> Merged:
+  """The tables and plots of a sweep whose points ran in shards; trains nothing.
+
+  Every point of :func:`points` is looked for, by its run directory name, in
+  ``workdir`` and then in each of ``sources`` (other workdirs the shards
+  used; the first that holds it finished wins) and loaded as
+  :func:`run_sweep` loads a finished point, except that a saved
+  ``config.json`` differing from the point's config raises
+  :class:`lstm_jax.workdir.WorkdirError` (a run of another sweep). When
+  every point is found, ``workdir`` gets the files :func:`run_sweep` writes
+  (:func:`write_results`, the same functions), so a sharded then merged
+  sweep has the tables of an unsharded one; the diagnostics plot reads each
+  point's run directory where it was found. When some are missing, nothing
+  is written unless ``partial``: then the tables hold the finished points
+  only (no table is written if none finished).
   """
   todo = points(sweep)
   fields = list(grid_fields(sweep))
-  wd.ensure_dir(workdir)
-  rows = []
+  dirs = list(dict.fromkeys([workdir, *sources]))
+  rows, missing, found = [], [], {}
   for p in todo:
-    row = run_point(p.config, p.model["label"], workdir, sweep.metric, progress=progress,
-                    force=force, name=p.name)
-    if fields:
-      with open(os.path.join(workdir, p.name, "summary.json")) as f:
-        spent, estimated = sequences_trained(json.load(f), p.config.budget_sequences)
-      row = {"model": row["model"], "lag": row["lag"], **p.setting,
-             **{k: row[k] for k in COLUMNS[2:]},
-             "sequences_trained": spent, "sequences_estimated": estimated}
-    rows.append(row)
-  write_results(rows, workdir, sweep)
-  return rows
+    source = finished_in(p.name, dirs)
+    if source is None:
+      missing.append(p)
+      continue
+    found[p.name] = source
+    rows.append(_point_row(p, source, sweep.metric, fields, progress=False,
+                           check_saved=True))
+  written = bool(rows) and (partial or not missing)
+  if written:
+    wd.ensure_dir(workdir)
+    write_results(rows, workdir, sweep,
+                  run_dirs={name: os.path.join(d, name) for name, d in found.items()})
+  return Merged(rows, missing, written, found)
 
 
 def grid_columns(fields: Sequence[str]) -> tuple[str, ...]:
@@ -497,10 +687,13 @@ def results_markdown(rows: list[dict[str, Any]], sweep: ml_collections.ConfigDic
 
 
 def write_results(rows: list[dict[str, Any]], workdir: str,
-                  sweep: ml_collections.ConfigDict) -> None:
+                  sweep: ml_collections.ConfigDict,
+                  run_dirs: Mapping[str, str] | None = None) -> None:
   """Write ``results.csv``, ``results.md`` and ``memory_vs_lag.png`` and, with
   a grid, ``best.md`` (:func:`best_markdown`), each atomically (a temporary
-  file renamed). With a grid the plot shows each lag's best setting."""
+  file renamed). With a grid the plot shows each lag's best setting.
+  ``run_dirs``: per point name, its run directory when not ``workdir/<name>``
+  (a merge of shards in other workdirs, :func:`merge_sweep`)."""
   fields = list(grid_fields(sweep))
   table = io.StringIO()
   writer = csv.DictWriter(table, fieldnames=grid_columns(fields) if fields else COLUMNS)
@@ -514,8 +707,9 @@ def write_results(rows: list[dict[str, Any]], workdir: str,
     wd.write_text_atomic(os.path.join(workdir, "best.md"), best_markdown(best, fields, sweep))
     shown = best
   plot(shown, os.path.join(workdir, "memory_vs_lag.png"), sweep, best_of_grid=bool(fields))
-  entries = [(r["model"], r["lag"], os.path.join(workdir, point_name(
-      r["model"], r["lag"], r["setting"] if fields else None))) for r in shown]
+  names = [point_name(r["model"], r["lag"], r["setting"] if fields else None) for r in shown]
+  entries = [(r["model"], r["lag"], (run_dirs or {}).get(name, os.path.join(workdir, name)))
+             for r, name in zip(shown, names)]
   plot_diagnostics(entries, os.path.join(workdir, "diagnostics.png"),
                    f"{sweep.base.task}: memory diagnostics"
                    + (" (best setting per lag)" if fields else ""))
