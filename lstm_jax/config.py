@@ -44,6 +44,10 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
                       scan where a device runs several seeds vmapped, see
                       devices.Placement.layer_impl), "fused" (error where it does not
                       apply) or "scan" (plain autodiff)
+    update_every      "sequence": one update per batch (the default); "step": the
+                      1997 online learning, weights changed after every time step
+                      (lstm_jax.online; batch 1, plain SGD, one layer of LSTM
+                      cells with the truncated gradient, sigmoid output units)
     nonfinite         "stop": a NaN/Inf loss, gradient or parameter ends the run
                       (last good checkpoint kept, non-zero exit); "skip": drop
                       that update and count it (metrics "skipped_updates")
@@ -71,6 +75,7 @@ import ml_collections
 
 from lstm_jax import checks
 from lstm_jax.cells import INIT_OPTIONS, VARIANT_OPTIONS
+from lstm_jax import online
 from lstm_jax.devices import Placement
 from lstm_jax.diagnostics import GRADIENTS as DIAGNOSTICS_GRADIENTS
 from lstm_jax.models import SequenceModel, make_model
@@ -79,6 +84,7 @@ from lstm_jax.training import OPTIMIZERS, SCHEDULES
 
 
 NONFINITE = ("stop", "skip")
+UPDATE_EVERY = ("sequence", "step")
 
 # Fields a built object checks itself, and where they live in the config.
 _MODEL_FIELDS = {"remat": "remat", "truncate": "tbptt", "impl": "impl",
@@ -123,6 +129,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.remat = "none"
   c.nonfinite = "stop"
+  c.update_every = "sequence"
   c.tbptt = 0
   c.impl = "auto"
   c.ensemble = "auto"
@@ -172,6 +179,7 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
     checks.choice("optimizer.name", o.name, OPTIMIZERS)
     checks.choice("optimizer.schedule", o.schedule, SCHEDULES)
     checks.choice("nonfinite", config.nonfinite, NONFINITE)
+    checks.choice("update_every", config.get("update_every", "sequence"), UPDATE_EVERY)
     checks.number("optimizer.learning_rate", o.learning_rate, 0.0, strict=True)
     checks.number("optimizer.grad_clip", o.grad_clip, 0.0)
     checks.number("optimizer.weight_decay", o.weight_decay, 0.0)
@@ -197,6 +205,8 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
                        readout_init=m.get("readout_init", "lecun_normal"), **options)
   except ValueError as err:
     raise _error(err, _MODEL_FIELDS, "model") from None
+  if config.get("update_every", "sequence") == "step":
+    _check_per_step(config, task, model)
   try:
     placement = Placement.build(config.num_seeds, config.ensemble, config.split_batch,
                                 devices)
@@ -212,6 +222,24 @@ def _check_distances(distances: Any) -> None:
   if not ok or len(set(distances)) != len(distances):
     checks.fail("diagnostics.distances", distances, "expected a list of distinct integers "
                 ">= 0 (distances before the output, e.g. [0, 1, 4, 16])")
+
+
+def _check_per_step(config: ml_collections.ConfigDict, task: Task, model: SequenceModel) -> None:
+  """What ``update_every="step"`` (lstm_jax.online) needs, one ConfigError each."""
+  o = config.optimizer
+  needs = (("batch_size", config.batch_size, 1), ("optimizer.name", o.name, "sgd"),
+           ("optimizer.schedule", o.schedule, "constant"), ("optimizer.grad_clip", o.grad_clip, 0),
+           ("optimizer.weight_decay", o.weight_decay, 0),
+           ("optimizer.warmup_steps", o.warmup_steps, 0))
+  for field, value, allowed in needs:
+    if value != allowed:
+      raise ConfigError(f"config.{field}={value!r} is not allowed with update_every='step' "
+                        f"(per-step learning is plain gradient descent on one sequence); "
+                        f"allowed: {allowed!r}")
+  reason = online.unsupported(model, task)
+  if reason is not None:
+    raise ConfigError(f"config.update_every='step' does not cover {reason}; allowed: "
+                      "'sequence'")
 
 
 def _get(c: ml_collections.ConfigDict, field: str) -> Any:

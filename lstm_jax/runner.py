@@ -85,6 +85,7 @@ from absl import logging
 from lstm_jax import config as config_lib
 from lstm_jax import diagnostics as diag_lib
 from lstm_jax import memory
+from lstm_jax import online
 from lstm_jax import training
 from lstm_jax import workdir as wd
 from lstm_jax.devices import Placement
@@ -318,9 +319,16 @@ def _eval_size(config: ml_collections.ConfigDict, task: Task) -> int:
 def _programs(config: ml_collections.ConfigDict, task: Task, model: Any,
               placement: Placement, optimizer: Any) -> tuple[Any, Any]:
   """The run's train chunk (``log_every`` updates) and evaluation, not yet
-  compiled (:func:`lstm_jax.training.make_train_chunk`, ``make_eval``)."""
-  chunk = training.make_train_chunk(model, task, optimizer, config.batch_size, config.log_every,
-                                    placement, skip_nonfinite=config.nonfinite == "skip")
+  compiled (:func:`lstm_jax.training.make_train_chunk`, or
+  :func:`lstm_jax.online.make_online_chunk` with ``update_every="step"``;
+  ``make_eval``)."""
+  skip = config.nonfinite == "skip"
+  if config.get("update_every", "sequence") == "step":
+    chunk = online.make_online_chunk(model, task, float(config.optimizer.learning_rate),
+                                     config.log_every, placement, skip_nonfinite=skip)
+  else:
+    chunk = training.make_train_chunk(model, task, optimizer, config.batch_size,
+                                      config.log_every, placement, skip_nonfinite=skip)
   evaluate = training.make_eval(model, task, _eval_size(config, task), placement)
   return chunk, evaluate
 

@@ -87,7 +87,8 @@ def init_state(model: SequenceModel, optimizer: optax.GradientTransformation,
   return jax.vmap(one)(init_keys)
 
 
-def _all_finite(tree: Any) -> Array:
+def all_finite(tree: Any) -> Array:
+  """Whether every leaf of ``tree`` is finite (a scalar bool array)."""
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
@@ -128,7 +129,7 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
     if skip_nonfinite:
       keep = lambda new, old: jax.tree_util.tree_map(
           lambda n, o: jnp.where(finite, n, o), new, old)
@@ -138,6 +139,16 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
     per_seq = task.per_sequence(jax.lax.stop_gradient(out), batch)
     return TrainState(state.step + 1, params, opt_state), metrics, per_seq
 
+  return chunk_program(step, task, batch_size, num_steps, placement)
+
+
+def chunk_program(step: Callable[[TrainState, Array], tuple[TrainState, dict, dict]],
+                  task: Any, batch_size: int, num_steps: int, placement: Placement) -> Any:
+  """``num_steps`` calls of one seed's ``step(state, data_key) -> (state,
+  metrics, per_seq)`` as a ``lax.scan``, run for every seed by ``placement``
+  and jitted: ``(state [S], data_keys [S]) -> (state, metrics {name:
+  [num_steps, S]}, per_seq {name: [num_steps, S, batch]})``, with ``.jitted``,
+  ``.place`` and ``.lower`` (:meth:`lstm_jax.devices.Placement.program`)."""
   def one_seed(state: TrainState, data_key: Array):
     def body(s, _):
       s, metrics, per_seq = step(s, data_key)
