@@ -16,7 +16,7 @@ def use_1997_setup(config: ml_collections.ConfigDict, *, blocks: int, block_size
                    input_activation: str = "hs1997_input",
                    output_activation: str = "hs1997_output",
                    gate_bias_steps: tuple[float, float] = (1.0, 1.0),
-                   use_bias: bool = True) -> None:
+                   use_bias: bool = True, update_every: str = "step") -> None:
   """Set ``config`` to Hochreiter & Schmidhuber's 1997 training setup
   (TASKS.md, "Reproducing the 1997 setup faithfully"): the 1997 cell (no
   forget gate; no output gate with ``output_gate=False``) in ``blocks``
@@ -27,8 +27,10 @@ def use_1997_setup(config: ml_collections.ConfigDict, *, blocks: int, block_size
   negative gate biases over the blocks (block ``k``: ``-(k+1)`` times
   ``gate_bias_steps`` for the input and the output gate; ``bias_init
   "hs1997"``), optional input-to-output connections, sigmoid output units on
-  squared error, and online learning: one sequence per update, plain
-  gradient descent at ``learning_rate``, no clipping.
+  squared error, and online learning: one sequence at a time, plain
+  gradient descent at ``learning_rate``, no clipping, the weights changed
+  after every time step (``update_every="step"``, lstm_jax.online; on tasks
+  whose error comes only at the end this is one update per sequence).
 
   Args:
     config: an experiment config (changed in place).
@@ -40,6 +42,8 @@ def use_1997_setup(config: ml_collections.ConfigDict, *, blocks: int, block_size
     input_activation, output_activation: names from ``lstm_jax.gates.ACTIVATIONS``.
     gate_bias_steps: ``(input, output)`` steps of the bias staircase.
     use_bias: whether the net has bias weights.
+    update_every: ``"step"`` (the weights change after every time step) or
+      ``"sequence"`` (one update per sequence on its summed error).
   """
   use_1997_cell(config, hidden_size=blocks * block_size)
   m = config.model
@@ -52,7 +56,9 @@ def use_1997_setup(config: ml_collections.ConfigDict, *, blocks: int, block_size
   config.task_params.output_units = "sigmoid"
   config.batch_size = 1
   config.optimizer.name, config.optimizer.learning_rate = "sgd", learning_rate
-  config.optimizer.grad_clip = 0.0
+  o = config.optimizer
+  o.grad_clip, o.schedule, o.warmup_steps, o.weight_decay = 0.0, "constant", 0, 0.0
+  config.update_every = update_every
 
 
 def finish(config: ml_collections.ConfigDict, arg: str | None, *, paper: dict,

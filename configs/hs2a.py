@@ -37,7 +37,8 @@ from lstm_jax.config import default_config, use_1997_cell
 
 # The 1997 setup of ``:paper`` (configs.use_1997_setup).
 PAPER = dict(blocks=1, block_size=1, learning_rate=1.0, init_scale=0.2, input_to_output=True,
-             output_gate=False, input_activation="sigmoid", output_activation="identity")
+             output_gate=False, input_activation="sigmoid", output_activation="identity",
+             gate_bias_steps=(5.0, 0.0))
 
 
 def get_config(arg: str | None = None):

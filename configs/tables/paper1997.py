@@ -6,7 +6,9 @@ Command:
 Measures: per experiment, the ``:paper`` variant of its config (the 1997
 cell, its squashing functions and truncated gradient, online learning with
 plain gradient descent; ``configs.use_1997_setup``) at the paper's lag and
-task parameters, 5 seeds, a budget of 3x the published figure; the median
+task parameters, 5 seeds, a budget of 3x the published figure (plus 10,000
+for Exp 2a-2c, whose criterion's 10,000 successive correct sequences our
+count includes); the median
 sequences to criterion over the seeds (lstm_jax.tables: an unsolved seed
 counts as more than the budget), the spread, seeds solved, published / ours,
 wrong test sequences, wall time. Writes DIR/table.md and DIR/table.csv;
@@ -46,10 +48,18 @@ ROWS = (
 )
 
 
+# Rows whose criterion ends with 10,000 successive correct training sequences: our count
+# includes that window, so their budget gets it on top of 3x the published figure.
+WINDOW = {"exp2a": 10_000, "exp2b": 10_000, "exp2c": 10_000}
+
+
 def get_config(arg: str | None = None):
   rows = [{"name": name, "label": label, "config": f"{module}:paper",
-           "overrides": {**overrides, "budget_sequences": BUDGET_FACTOR * published},
-           "published": published, "published_note": f"H&S 1997 {where}"}
+           "overrides": {**overrides,
+                         "budget_sequences": BUDGET_FACTOR * published + WINDOW.get(name, 0)},
+           "published": published,
+           "published_note": f"H&S 1997 {where}" + (
+               "; ours includes the 10,000-sequence window" if name in WINDOW else "")}
           for name, label, module, overrides, published, where in ROWS]
   title = "H&S 1997 experiments in the paper's setup: sequences to criterion"
   if arg != "quick":
