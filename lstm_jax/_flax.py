@@ -7,9 +7,9 @@ computation dtype (:func:`step`).
 
 Carry seen from Flax: ``(c [..., H], h [..., R])`` for an LSTM, as
 ``flax.linen.LSTMCell`` has it; ``(c, h, gates [..., 3H])`` for full gate
-recurrence (FGR, which Flax has no cell for); ``h [..., H]`` for a GRU or
-Elman RNN. A carry given as an :class:`lstm_jax.LSTMState` (what
-:func:`lstm_jax.rnn` returns) is accepted too and comes back as one.
+recurrence (FGR, which Flax has no cell for); ``h [..., H]`` for a GRU,
+Elman RNN, minGRU or minLSTM. A carry given as an :class:`lstm_jax.LSTMState`
+(what :func:`lstm_jax.rnn` returns) is accepted too and comes back as one.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import jax.numpy as jnp
 
 from lstm_jax import checks
 from lstm_jax import gates as G
-from lstm_jax.cells import (BASELINES, CELL_NAMES, VARIANTS, Cell, LSTMState, LSTMVariant,
-                            Params, lstm_gates_from_preactivations, lstm_preactivations,
-                            make_cell)
+from lstm_jax.cells import (BASELINES, CELL_NAMES, MIN_CELLS, VARIANTS, Cell, LSTMState,
+                            LSTMVariant, Params, lstm_gates_from_preactivations,
+                            lstm_preactivations, make_cell)
 from lstm_jax.interop import carry_from_flax, carry_to_flax
 
 Array = jax.Array
@@ -84,6 +84,9 @@ def _with_activation(cell: str | LSTMVariant, activation_fn: Any) -> str | LSTMV
     return cell
   if isinstance(cell, str):
     checks.choice("cell", cell, CELL_NAMES)
+    if cell in MIN_CELLS:
+      checks.fail("activation_fn", _shown(activation_fn),
+                  f"cell={cell!r} has no activation (its candidate is linear); allowed: None")
     if cell in BASELINES:
       if name != "tanh":
         checks.fail("activation_fn", _shown(activation_fn),
@@ -170,7 +173,7 @@ def initial_carry(core: Cell, batch_shape: tuple[int, ...], dtype: Dtype,
     dtype: carry dtype.
     carry_init: initialiser ``(key, shape, dtype) -> array``.
     keys: one key per leaf, taken in the order c, h, gates (LSTM) or h (GRU,
-      Elman) -- Flax's order.
+      Elman, minGRU, minLSTM) -- Flax's order.
 
   Returns:
     ``(c [*batch, H], h [*batch, R])``, ``(c, h, gates [*batch, 3H])`` for

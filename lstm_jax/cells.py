@@ -1,4 +1,4 @@
-"""One time step of an LSTM (any variant), a GRU or an Elman RNN.
+"""One time step of an LSTM (any variant), a GRU, an Elman RNN, a minGRU or a minLSTM.
 
 Every LSTM variant is a static option of the single step function
 :func:`lstm_step`; :data:`VARIANTS` names the classic ones. A :class:`Cell` is a
@@ -26,6 +26,12 @@ With memory-cell blocks (``block_size = s > 1``) the ``G*H`` columns become
 ``H`` for the candidate block and ``H / s`` for each gate block.
 
 The carry is :class:`LSTMState` ``(h [B, R], c [B, H], gates [B, 3H] or None)``.
+
+A GRU has ``w_x [I, 3H]``, ``w_h [H, 3H]``, ``b [3H]``, ``b_hn [H]``; an Elman
+RNN ``w_x [I, H]``, ``w_h [H, H]``, ``b [H]``. minGRU and minLSTM
+(:mod:`lstm_jax.mincells`) have no recurrent kernel: ``w_x [I, G*H]`` and
+``b [G*H]`` with ``G = 2`` (z, h~) or ``3`` (f, i, h~). Their carry, like a
+GRU's or an Elman RNN's, is ``h [B, H]``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import jax.numpy as jnp
 from lstm_jax import checks
 from lstm_jax import gates as G
 from lstm_jax import init as initializers
+from lstm_jax import mincells
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -176,7 +183,13 @@ VARIANTS: dict[str, LSTMVariant] = {
 }
 """Named LSTM variants. Any other combination: pass an :class:`LSTMVariant`."""
 
-BASELINES: tuple[str, ...] = ("gru", "elman")
+MIN_CELLS: tuple[str, ...] = mincells.KINDS
+"""Cells whose step is linear in the state (minGRU, minLSTM): they also run as
+a parallel prefix scan (``impl="parallel"``, :mod:`lstm_jax.mincells`)."""
+
+BASELINES: tuple[str, ...] = ("gru", "elman") + MIN_CELLS
+"""The cells that are not LSTM variants (LSTM-only options are refused for them)."""
+
 CELL_NAMES: tuple[str, ...] = tuple(VARIANTS) + BASELINES
 """Every name :func:`make_cell` accepts."""
 
@@ -405,20 +418,22 @@ class Cell:
 
   Build one with :func:`make_cell`. Methods are thin: ``init`` returns a params
   pytree, ``initial_state`` a zero carry, ``step`` calls :func:`lstm_step`,
-  :func:`gru_step` or :func:`elman_step`.
+  :func:`gru_step`, :func:`elman_step`, :func:`lstm_jax.mincells.mingru_step`
+  or :func:`~lstm_jax.mincells.minlstm_step`.
 
   Attributes:
-    kind: ``"lstm"``, ``"gru"`` or ``"elman"``.
+    kind: ``"lstm"``, ``"gru"``, ``"elman"``, ``"mingru"`` or ``"minlstm"``.
     hidden_size: ``H``.
-    variant: LSTM options (ignored by GRU/Elman).
+    variant: LSTM options (ignored by the other kinds).
     proj_size: ``P`` for an output projection (LSTMP); 0 for none.
     name: the name it was made from (for display).
     kernel_init, recurrent_init: names from :data:`lstm_jax.init.KERNEL_INITS`,
       or initialisers ``(key, shape, dtype) -> array`` (e.g. Flax's), called
-      once per gate block ``[fan_in, H]``.
+      once per gate block ``[fan_in, H]`` (minGRU and minLSTM have no
+      recurrent kernel).
     bias_init: LSTM bias scheme from :data:`lstm_jax.init.BIAS_INITS`, or an
-      initialiser called once per gate block ``[H]`` (every bias of a GRU or
-      Elman RNN too; the named schemes leave those zero).
+      initialiser called once per gate block ``[H]`` (every bias of a GRU,
+      Elman RNN, minGRU or minLSTM too; the named schemes leave those zero).
     forget_bias: forget-gate bias for the ``forget`` and ``hs1997`` schemes.
     chrono_t_max: ``T_max`` for the ``chrono`` scheme.
     init_scale: half-width for the ``uniform`` kernel initialiser.
@@ -428,7 +443,7 @@ class Cell:
       output`` (e.g. ``(3.0, 0.0)``: input-gate biases -3, -6 and zero
       output-gate biases).
   """
-  kind: Literal["lstm", "gru", "elman"]
+  kind: Literal["lstm", "gru", "elman", "mingru", "minlstm"]
   hidden_size: int
   variant: LSTMVariant = LSTMVariant()
   proj_size: int = 0
@@ -443,8 +458,8 @@ class Cell:
   gate_bias_steps: tuple[float, float] = (1.0, 1.0)
 
   def __post_init__(self):
-    if self.kind not in ("lstm", "gru", "elman"):
-      raise ValueError(f"kind={self.kind!r}; allowed: lstm, gru, elman")
+    if self.kind not in ("lstm",) + BASELINES:
+      raise ValueError(f"kind={self.kind!r}; allowed: lstm, {', '.join(BASELINES)}")
     checks.integer("hidden_size", self.hidden_size, 1)
     checks.integer("proj_size", self.proj_size, 0)
     if self.proj_size and self.kind != "lstm":
@@ -496,7 +511,15 @@ class Cell:
     """Number of gate blocks in the fused kernels."""
     if self.kind == "lstm":
       return len(self.variant.blocks)
+    if self.kind in MIN_CELLS:
+      return mincells.NUM_BLOCKS[self.kind]
     return 3 if self.kind == "gru" else 1
+
+  @property
+  def linear(self) -> bool:
+    """Whether the step is linear in the state (:data:`MIN_CELLS`), so that
+    the sequence can run as a parallel prefix scan."""
+    return self.kind in MIN_CELLS
 
   # -- parameters ------------------------------------------------------------
   def init(self, key: Array, input_size: int, dtype: jnp.dtype = jnp.float32) -> Params:
@@ -508,10 +531,9 @@ class Cell:
     blocked = self.kind == "lstm" and self.variant.block_size > 1
     kernel = (functools.partial(_blocked_kernel, variant=self.variant) if blocked
               else initializers.gate_kernel)
-    params: Params = {
-        "w_x": kernel(self.kernel_init, k_x, input_size, h, nb, **kw),
-        "w_h": kernel(self.recurrent_init, k_h, r, h, nb, **kw),
-    }
+    params: Params = {"w_x": kernel(self.kernel_init, k_x, input_size, h, nb, **kw)}
+    if not self.linear:
+      params["w_h"] = kernel(self.recurrent_init, k_h, r, h, nb, **kw)
     if self.kind == "lstm":
       if self.use_bias:
         # One bias per gate unit: H of them, or one per block of cells.
@@ -597,7 +619,7 @@ class Cell:
   # -- state and step --------------------------------------------------------
   def initial_state(self, batch_shape: int | tuple[int, ...] = (),
                     dtype: jnp.dtype = jnp.float32) -> Any:
-    """Zero carry: :class:`LSTMState` for an LSTM, ``[*batch, H]`` otherwise."""
+    """Zero carry: :class:`LSTMState` for an LSTM, ``h [*batch, H]`` otherwise."""
     if isinstance(batch_shape, int):
       batch_shape = (batch_shape,)
     batch_shape = tuple(batch_shape)
@@ -613,6 +635,8 @@ class Cell:
       return lstm_step(params, carry, x, self.variant)
     if self.kind == "gru":
       return gru_step(params, carry, x)
+    if self.linear:
+      return mincells.STEPS[self.kind](params, carry, x)
     return elman_step(params, carry, x)
 
 
@@ -635,11 +659,12 @@ def _param_shapes(cell: Cell, input_size: int) -> tuple[tuple[str, tuple[int, ..
 
 
 def require_lstm(name: str | LSTMVariant) -> None:
-  """Raise ValueError if ``name`` is a baseline (GRU, Elman) rather than an LSTM
-  variant; used by the LSTM-only Flax wrappers."""
+  """Raise ValueError if ``name`` is a baseline (:data:`BASELINES`: GRU, Elman,
+  minGRU, minLSTM) rather than an LSTM variant; used by the LSTM-only Flax
+  wrappers."""
   if isinstance(name, str) and name in BASELINES:
     raise ValueError(f"cell={name!r} is not an LSTM variant; use RecurrentCell "
-                     "for 'gru' and 'elman'")
+                     f"for {', '.join(map(repr, BASELINES))}")
 
 
 def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
@@ -647,8 +672,9 @@ def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
   """Build a :class:`Cell` from a variant name (or an :class:`LSTMVariant`).
 
   Args:
-    name: one of :data:`CELL_NAMES` (LSTM variants, ``"gru"``, ``"elman"``), or
-      an :class:`LSTMVariant` for a custom combination of options.
+    name: one of :data:`CELL_NAMES` (LSTM variants, ``"gru"``, ``"elman"``,
+      ``"mingru"``, ``"minlstm"``), or an :class:`LSTMVariant` for a custom
+      combination of options.
     hidden_size: ``H``.
     proj_size: LSTMP projection size ``P < H``; required for ``"lstmp"``.
     **options: other :class:`Cell` fields (``kernel_init``, ``recurrent_init``,

@@ -43,9 +43,9 @@ Carry, seen from Flax: ``(c [..., H], h [..., R])`` for an LSTM (so
 ``c, h = carry`` and, without projection, ``np.asarray(carry)`` of shape
 ``[2, ..., H]`` work, and a carry made by Flax's cells is accepted);
 ``(c, h, gates [..., 3H])`` for full gate recurrence (FGR, which Flax lacks);
-``h [..., H]`` for a GRU or Elman RNN. An :class:`lstm_jax.LSTMState` (as
-:func:`lstm_jax.rnn` returns) given as carry is accepted too and comes back
-as one. :func:`lstm_jax.interop.carry_from_flax` and
+``h [..., H]`` for a GRU, Elman RNN, minGRU or minLSTM. An
+:class:`lstm_jax.LSTMState` (as :func:`lstm_jax.rnn` returns) given as carry
+is accepted too and comes back as one. :func:`lstm_jax.interop.carry_from_flax` and
 :func:`~lstm_jax.interop.carry_to_flax` turn one form into the other.
 
 Bidirectional layers: ``nn.Bidirectional(nn.RNN(cell), nn.RNN(cell.clone()))``
@@ -88,7 +88,8 @@ def _promote(arrays: tuple[Array, ...], *, dtype: Dtype | None) -> tuple[Array, 
 
 
 class RecurrentCell(nn.RNNCellBase):
-  """Any :mod:`lstm_jax` cell (an LSTM variant, ``"gru"`` or ``"elman"``) as a linen cell.
+  """Any :mod:`lstm_jax` cell (an LSTM variant, ``"gru"``, ``"elman"``, ``"mingru"`` or
+  ``"minlstm"``) as a linen cell.
 
   ``__call__(carry, x [..., I]) -> (carry, y [..., R])`` is
   ``self.core.step(params, carry, x)`` with ``params`` the module's params:
@@ -96,7 +97,8 @@ class RecurrentCell(nn.RNNCellBase):
   shapes; see :mod:`lstm_jax.cells`), all from one ``core.init`` call with the
   key flax hands the first of them, cast to ``param_dtype``. The carry is
   Flax's: ``(c [..., H], h [..., R])`` for an LSTM, ``(c, h, gates [..., 3H])``
-  for FGR, ``h [..., H]`` for a GRU or Elman RNN (module docstring).
+  for FGR, ``h [..., H]`` for a GRU, Elman RNN, minGRU or minLSTM (module
+  docstring).
 
   Attributes:
     features: hidden size ``H``.
@@ -216,7 +218,7 @@ class RecurrentCell(nn.RNNCellBase):
 
     Returns:
       ``(c [*batch, H], h [*batch, R])`` (``(c, h, gates [*batch, 3H])`` for
-      FGR), or ``h [*batch, H]`` for GRU/Elman, of dtype ``carry_dtype``
+      FGR), or ``h [*batch, H]`` for the other cells, of dtype ``carry_dtype``
       (``param_dtype`` when unset).
     """
     core = self.core
@@ -270,7 +272,8 @@ class LSTMCell(RecurrentCell):
   :func:`to_variables`.
 
   Raises:
-    ValueError: ``cell`` names a GRU or Elman RNN (and see :class:`RecurrentCell`).
+    ValueError: ``cell`` names a GRU, Elman RNN, minGRU or minLSTM (and see
+      :class:`RecurrentCell`).
   """
 
   def __post_init__(self) -> None:

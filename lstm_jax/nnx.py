@@ -35,8 +35,8 @@ Flax's (float32 rounding)::
     nnx.RNN(ours)(xs)                                          # == nnx.RNN(flax_cell)(xs)
 
 The carry, seen from Flax, is the one of :mod:`lstm_jax.linen`: ``(c, h)``
-for an LSTM, ``(c, h, gates)`` for full gate recurrence, ``h`` for a GRU or
-Elman RNN; an :class:`lstm_jax.LSTMState` given as carry comes back as one.
+for an LSTM, ``(c, h, gates)`` for full gate recurrence, ``h`` for a GRU,
+Elman RNN, minGRU or minLSTM; an :class:`lstm_jax.LSTMState` given as carry comes back as one.
 
 Padding: ``nnx.RNN(...)(xs, seq_lengths=lengths, return_carry=True)`` returns
 the carry after each sequence's last real step, like
@@ -67,7 +67,8 @@ _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
 class RecurrentCell(nnx.RNNCellBase):
-  """Any :mod:`lstm_jax` cell (an LSTM variant, ``"gru"`` or ``"elman"``) as an NNX cell.
+  """Any :mod:`lstm_jax` cell (an LSTM variant, ``"gru"``, ``"elman"``, ``"mingru"`` or
+  ``"minlstm"``) as an NNX cell.
 
   ``cell(carry, x [..., I]) -> (carry, y [..., R])`` is
   ``self.core.step(self.core_params(), carry, x)``, with Flax's carry
@@ -233,7 +234,7 @@ class RecurrentCell(nnx.RNNCellBase):
 
     Returns:
       ``(c [*batch, H], h [*batch, R])`` (``(c, h, gates [*batch, 3H])`` for
-      FGR), or ``h [*batch, H]`` for GRU/Elman, of dtype ``carry_dtype``.
+      FGR), or ``h [*batch, H]`` for the other cells, of dtype ``carry_dtype``.
 
     Raises:
       ValueError: an initialiser but no ``rngs`` to draw from.
@@ -293,7 +294,8 @@ class LSTMCell(RecurrentCell):
   ``dense_h.bias`` under other names.
 
   Raises:
-    ValueError: ``cell`` names a GRU or Elman RNN (and see :class:`RecurrentCell`).
+    ValueError: ``cell`` names a GRU, Elman RNN, minGRU or minLSTM (and see
+      :class:`RecurrentCell`).
   """
 
   def __init__(self, in_features: int, hidden_features: int | None = None, *,

@@ -1,5 +1,7 @@
 """Run a cell over a sequence with ``jax.lax.scan``: lengths, reverse, stacks,
-bidirectional runs.
+bidirectional runs. How a layer is computed (the plain scan, the fused LSTM
+layer, or the parallel prefix scan of a minGRU/minLSTM) is the ``impl``
+option, decided in one place: :func:`resolve_impl`.
 
 All public functions validate their arguments in Python (shapes, dtypes, and
 the values of concrete ``lengths``) before anything is traced or compiled, then
@@ -36,6 +38,7 @@ import numpy as np
 
 from lstm_jax import checks
 from lstm_jax import fused
+from lstm_jax import mincells
 from lstm_jax.cells import Cell, Params
 
 Array = jax.Array
@@ -165,20 +168,79 @@ def remat_chunk(remat: str | int, time: int) -> int:
   return remat if isinstance(remat, int) else 0
 
 
-IMPLS = ("auto", "fused", "scan")
-"""How a layer is differentiated: ``"scan"`` is JAX's automatic differentiation
-of the scanned step; ``"fused"`` is :mod:`lstm_jax.fused` (a custom backward
-pass, LSTM cells only); ``"auto"`` uses ``"fused"`` wherever it applies
-(:func:`fused_reason`) and ``"scan"`` elsewhere."""
+IMPLS = ("auto", "fused", "scan", "parallel")
+"""How a layer is computed and differentiated: ``"scan"`` is JAX's automatic
+differentiation of the scanned step; ``"fused"`` is :mod:`lstm_jax.fused` (a
+custom backward pass, LSTM cells only); ``"parallel"`` is the prefix scan of
+:func:`lstm_jax.mincells.parallel_layer` (``jax.lax.associative_scan``,
+``O(log T)`` depth; cells linear in their state only: minGRU, minLSTM);
+``"auto"`` uses ``"fused"`` wherever it applies (:func:`fused_reason`),
+``"parallel"`` wherever it applies (:func:`parallel_reason`) and is faster
+(:func:`parallel_pays`), and ``"scan"`` elsewhere."""
+
+PARALLEL_CPU_MAX_WIDTH = 512
+"""On CPU, ``"auto"`` runs a minGRU/minLSTM layer in parallel form only when
+``B * H <= PARALLEL_CPU_MAX_WIDTH`` (:data:`PARALLEL_TIMINGS`): the prefix scan
+reads and writes the whole ``[T, B, H]`` sequence about ``2 log2 T`` times,
+which beats ``T`` dependent steps only while a step is too small to keep the
+cores busy."""
+
+PARALLEL_TIMINGS: tuple[tuple[str, int, int, int, float, float], ...] = (
+    ("mingru", 100, 8, 32, 1.04, 0.50),
+    ("mingru", 100, 16, 32, 1.41, 1.33),
+    ("mingru", 100, 8, 128, 4.75, 5.41),
+    ("mingru", 100, 32, 32, 1.45, 2.25),
+    ("mingru", 100, 32, 128, 16.75, 23.84),
+    ("mingru", 1000, 8, 32, 7.19, 5.09),
+    ("mingru", 1000, 16, 32, 9.93, 8.87),
+    ("mingru", 1000, 4, 128, 24.35, 20.87),
+    ("mingru", 1000, 8, 128, 41.84, 79.32),
+    ("mingru", 1000, 32, 32, 24.25, 83.62),
+    ("mingru", 1000, 32, 128, 155.35, 296.34),
+    ("minlstm", 100, 8, 32, 1.48, 0.86),
+    ("minlstm", 1000, 8, 32, 14.43, 8.49),
+    ("minlstm", 1000, 32, 128, 291.93, 382.07),
+)
+"""The measurement behind :data:`PARALLEL_CPU_MAX_WIDTH`: ``(kind, T, B, H,
+scan ms, parallel ms)``, one jitted ``jax.grad`` of ``sum(outputs)`` with
+respect to the params and the inputs (forward and backward) of
+:func:`scan_layer`, float32, ``I = H``, best of 3 after compiling, on 2 CPU
+cores (XLA CPU, jax 0.10). The parallel form wins at ``B * H <= 512`` (by 1.06
+to 2.1x) and loses from ``B * H = 1024`` (by 1.14 to 3.4x), at ``T = 100`` and
+``1000`` alike."""
+
+
+def parallel_pays(cell: Cell, batch: int, platform: str | None = None) -> bool:
+  """Whether the parallel form is the faster one for a layer of ``cell``.
+
+  On CPU: ``batch * H <= PARALLEL_CPU_MAX_WIDTH`` (measured:
+  :data:`PARALLEL_TIMINGS`). On other platforms (GPU, TPU): always, as the
+  scan there runs ``T`` dependent steps of tiny kernels against the prefix
+  scan's ``2 log2 T`` passes (not measured by this library).
+
+  Args:
+    cell: the layer's cell (its ``hidden_size`` is ``H``).
+    batch: the layer's batch size ``B``.
+    platform: ``jax.default_backend()`` when ``None``.
+  """
+  platform = jax.default_backend() if platform is None else platform
+  if platform != "cpu":
+    return True
+  return batch * cell.hidden_size <= PARALLEL_CPU_MAX_WIDTH
 
 
 def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int = 0,
-                 dtypes: Sequence[Any] | None = None) -> str:
-  """``"fused"`` or ``"scan"``: how a layer of ``cell`` is computed.
+                 dtypes: Sequence[Any] | None = None, batch: int | None = None) -> str:
+  """``"fused"``, ``"parallel"`` or ``"scan"``: how a layer of ``cell`` is computed.
 
-  The one place that decides. ``"auto"`` is ``"fused"`` wherever
-  :func:`fused_reason` finds nothing against it; ``"fused"`` raises where it
-  does not apply; ``"scan"`` stays.
+  The one place that decides. ``"auto"`` is ``"parallel"`` for a cell linear
+  in its state (minGRU, minLSTM) wherever :func:`parallel_reason` finds
+  nothing against it and :func:`parallel_pays` says it is the faster form,
+  ``"fused"`` for an LSTM wherever :func:`fused_reason` finds nothing against
+  it, else ``"scan"``; ``"fused"`` and ``"parallel"`` raise where they do not
+  apply; ``"scan"`` stays. For a linear cell whose ``batch`` is not known yet
+  (``None``: a model being built or applied), ``"auto"`` stays ``"auto"``
+  and :func:`scan_layer` resolves it with the layer's batch.
 
   Args:
     cell: the layer's cell.
@@ -188,21 +250,60 @@ def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int
     dtypes: dtypes of the inputs, parameters and initial state, or ``None``
       where they are not known yet (when a model is built): then only the
       cell, ``remat`` and ``truncate`` are judged.
+    batch: the batch size (for ``"auto"`` on a linear cell:
+      :func:`parallel_pays`), or ``None`` when not known yet.
+
+  Returns:
+    ``"fused"``, ``"parallel"`` or ``"scan"``; ``"auto"`` only for a linear
+    cell with ``batch=None``.
 
   Raises:
-    ValueError: an unknown ``impl``, or ``impl="fused"`` where the fused layer
-      does not apply.
+    ValueError: an unknown ``impl``, or ``impl="fused"`` / ``"parallel"``
+      where that form does not apply.
   """
   checks.choice("impl", impl, IMPLS)
   if impl == "scan":
+    return "scan"
+  if impl == "parallel" or (impl == "auto" and cell.linear):
+    reason = parallel_reason(cell, remat, truncate)
+    if reason is None and impl == "auto" and batch is None:
+      return "auto"
+    if reason is None and (impl == "parallel" or parallel_pays(cell, batch)):
+      return "parallel"
+    if impl == "parallel":
+      checks.fail("impl", impl, f"the parallel form does not cover {reason}; use "
+                  "impl='auto' or impl='scan'")
     return "scan"
   reason = fused_reason(cell, dtypes, remat, truncate)
   if reason is None:
     return "fused"
   if impl == "fused":
-    checks.fail("impl", impl, f"the fused layer does not cover {reason}; use impl='auto' to "
-                "fall back to the plain scan, or impl='scan'")
+    other = "impl='parallel', impl='auto'" if cell.linear else "impl='auto' to fall back " \
+        "to the plain scan"
+    checks.fail("impl", impl, f"the fused layer does not cover {reason}; use {other}, or "
+                "impl='scan'")
   return "scan"
+
+
+def parallel_reason(cell: Cell, remat: str | int = "none", truncate: int = 0) -> str | None:
+  """Why the parallel form (:func:`lstm_jax.mincells.parallel_layer`) does not
+  cover a layer, or ``None`` when it does.
+
+  Args:
+    cell: the layer's cell; only cells linear in their state (minGRU,
+      minLSTM: :data:`lstm_jax.cells.MIN_CELLS`) have one.
+    remat: the normalised memory policy (the parallel form has no per-step or
+      segment recompute: only ``"none"``).
+    truncate: truncated BPTT interval (only 0).
+  """
+  if not cell.linear:
+    return (f"cell kind {cell.kind!r} (its step is not linear in the state; only "
+            f"{', '.join(map(repr, mincells.KINDS))} are)")
+  if remat != "none":
+    return f"remat={remat!r} (the parallel form stores every step; use remat='none')"
+  if truncate:
+    return f"truncate={truncate} (truncated BPTT runs on the plain scan)"
+  return None
 
 
 def fused_reason(cell: Cell, dtypes: Sequence[Any] | None = None, remat: str | int = "none",
@@ -240,9 +341,11 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
   Meant for use inside a caller's own ``jit``; :func:`rnn` is the checked entry.
   With ``impl="auto"`` (the default) an LSTM layer that :func:`resolve_impl`
   finds covered runs through :func:`lstm_jax.fused.fused_layer` (same values,
-  a faster backward pass, no forward-mode autodiff); anything else is the
-  plain scan below. ``impl="fused"`` is trusted (the checked entry points
-  resolve it before calling here).
+  a faster backward pass, no forward-mode autodiff), a minGRU or minLSTM
+  layer through :func:`lstm_jax.mincells.parallel_layer` (same values, a
+  prefix scan); anything else is the plain scan below. ``impl="fused"`` and
+  ``"parallel"`` are trusted (the checked entry points resolve them before
+  calling here).
 
   Args:
     cell: static cell description.
@@ -263,7 +366,8 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
       ``t % k == 0`` (counted from the scan's first step, so from ``T-1`` in
       a reverse scan); the forward pass is unchanged.
     impl: ``"auto"`` (resolved here), ``"fused"`` (already resolved: the
-      fused layer) or ``"scan"`` (:data:`IMPLS`).
+      fused layer), ``"parallel"`` (already resolved: the prefix scan; ``unroll``
+      is not used) or ``"scan"`` (:data:`IMPLS`).
 
   Returns:
     ``(ys [T, B, R], final_state)`` (``ys = emit(y)`` per step with ``emit``);
@@ -271,12 +375,16 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
   """
   remat = remat_policy(remat)
   if impl == "auto":
-    impl = resolve_impl(cell, impl, remat, truncate, _dtypes(params, xs, state))
+    impl = resolve_impl(cell, impl, remat, truncate, _dtypes(params, xs, state),
+                        batch=xs.shape[1])
   time = xs.shape[0]
   chunk = remat_chunk(remat, time)
   if impl == "fused":
     return fused.fused_layer(cell, params, xs, state, lengths, reverse=reverse,
                              unroll=unroll, segment=chunk, emit=emit)
+  if impl == "parallel":
+    return mincells.parallel_layer(cell.kind, params, xs, state, lengths, reverse=reverse,
+                                   emit=emit)
   step = cell.step
   if remat == "step" or chunk:
     step = jax.checkpoint(step)
@@ -444,9 +552,11 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
     truncate: truncated BPTT: cut the gradient through the state every
       ``truncate`` steps (0: none); see :func:`scan_layer`.
     impl: ``"auto"`` (default: the fused LSTM layer of :mod:`lstm_jax.fused`
-      where it applies, else the plain scan), ``"fused"`` (an error where it
-      does not apply) or ``"scan"`` (plain autodiff; needed for forward-mode
-      ``jax.jvp``/``jacfwd``). Values agree to rounding.
+      or the parallel form of a minGRU/minLSTM where it applies, else the
+      plain scan), ``"fused"`` or ``"parallel"`` (an error where it does not
+      apply) or ``"scan"`` (plain autodiff; needed for forward-mode
+      ``jax.jvp``/``jacfwd`` of LSTM layers). Values agree to rounding
+      (:data:`IMPLS`).
 
   Returns:
     ``(outputs [B, T, D*R], final_states)`` with one final state (or
@@ -510,7 +620,7 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
     state_dtypes = [leaf.dtype for leaf in jax.tree_util.tree_leaves(states)] or \
         [jnp.promote_types(jnp.float32, param_dtype)]
     dtypes = [xs.dtype, *state_dtypes, *(p.dtype for p in jax.tree_util.tree_leaves(layers))]
-    impl = resolve_impl(cell, impl, remat, truncate, dtypes)
+    impl = resolve_impl(cell, impl, remat, truncate, dtypes, batch=batch)
   outputs, finals = _run(cell, layers, xs, states, lengths, bidirectional=bidirectional,
                          reverse=reverse, unroll=unroll, remat=remat,
                          time_major=time_major, batched=batched, truncate=truncate,
@@ -541,7 +651,7 @@ def rnn(cell: Cell, params: Params, xs: Array, initial_state: State | None = Non
     remat: memory policy of the backward pass: ``False``, ``True``/``"step"``,
       ``"sqrt"`` (O(sqrt(T)) stored states) or a segment length (:data:`Remat`).
     truncate: truncated BPTT every ``truncate`` steps (0: none).
-    impl: ``"auto"``, ``"fused"`` or ``"scan"``; see :func:`stacked_rnn`.
+    impl: ``"auto"``, ``"fused"``, ``"scan"`` or ``"parallel"``; see :func:`stacked_rnn`.
 
   Returns:
     ``(outputs [B, T, R], final_state)``; outputs are zero at padded steps.
