@@ -39,11 +39,12 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
                       "sqrt" (O(sqrt(T)) stored states) or a segment length ("100")
     tbptt             truncated BPTT: cut gradients through the state every k
                       steps (0: full backpropagation through time)
-    impl              how LSTM layers are differentiated: "auto" (the fused
-                      layer of lstm_jax.fused where it applies; the plain
-                      scan where a device runs several seeds vmapped, see
-                      devices.Placement.layer_impl), "fused" (error where it does not
-                      apply) or "scan" (plain autodiff)
+    impl              how layers are computed: "auto" (the fused LSTM layer of
+                      lstm_jax.fused where it applies, the parallel form of
+                      minGRU/minLSTM where it pays; the plain scan where a
+                      device runs several seeds vmapped, see
+                      devices.Placement.layer_impl), "fused" or "parallel" (error
+                      where it does not apply) or "scan" (plain autodiff)
     update_every      "sequence": one update per batch (the default); "step": the
                       1997 online learning, weights changed after every time step
                       (lstm_jax.online; batch 1, plain SGD, one layer of LSTM
