@@ -18,13 +18,16 @@ criterion counts the 10,000-sequence window in the reported count. The cosine
 schedule ends with the budget: changing budget_sequences changes the run.
 Measured with this config on a 2-core CPU (seed 0; not a published figure):
 solved after 140,000 sequences in 45 s.
-Paper setup (``:paper``; ``configs.use_1997_setup``): the 1997 cell with its
-squashing functions and truncated gradient, 1 block of 1 cell, input-to-output
-connections, learning rate 1.0, weights U[-0.2, 0.2], staircase gate biases -1,
--2, ... over the blocks, sigmoid output units on squared error, online learning
-(one sequence per update, plain gradient descent). These values are this
-project's reading of the paper's Table 10 and Sec. 5; they could not be checked
-against the paper here.
+Paper setup (``:paper``; ``configs.use_1997_setup``): the 1997 cell (no forget
+gate) with the truncated gradient, the Exp 2a net (one cell with an input gate
+and no output gate, g = sigmoid, h = identity, input-to-output connections,
+weights U[-0.2, 0.2], input-gate bias -5, learning rate 1.0), sigmoid output
+units on squared error, online learning (plain gradient descent, the weights
+changed after every time step). These values are this project's reading of the
+paper's Table 10 and Sec. 5; they could not be checked against the paper here.
+Measured (5 seeds, 2-core CPU): 0 of 5 seeds within 27,040 sequences (also with
+bias -3): the outputs saturate at 0 and the final symbol is never predicted. Not
+reproduced.
 Tiny variants for tests: ``--config=configs/hs2b.py:quick`` and ``:paper_quick``.
 """
 

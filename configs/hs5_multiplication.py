@@ -16,12 +16,14 @@ Changed from the paper: minibatches of 16 sequences and Adam (lr 1e-3, clip
 2,560 fresh sequences, the paper's test set size.
 Measured with this config on a 2-core CPU (seed 0; not a published figure):
 solved (n_seq = 140) after 1,064,800 sequences in 90 s.
-Paper setup (``:paper``; ``configs.use_1997_setup``): the 1997 cell with its
-squashing functions and truncated gradient, 2 blocks of 2 cells, learning rate
-0.1, weights U[-0.1, 0.1], staircase gate biases -1, -2, ... over the blocks,
-sigmoid output units on squared error, online learning (one sequence per update,
-plain gradient descent). These values are this project's reading of the paper's
-Table 10 and Sec. 5; they could not be checked against the paper here.
+Paper setup (``:paper``; ``configs.use_1997_setup``): the 1997 cell (no forget
+gate) with the truncated gradient, cell input g = 4 sigmoid - 2, cell output h =
+2 sigmoid - 1, 2 blocks of 2 cells, weights U[-0.1, 0.1], input-gate biases -3
+and -6, zero output-gate biases, learning rate 0.1, sigmoid output units on
+squared error, online learning (plain gradient descent, the weights changed
+after every time step). These values are this project's reading of the paper's
+Table 10 and Sec. 5; they could not be checked against the paper here. Not
+measured in the paper setup yet (the exp5 row of configs/tables/paper1997.py).
 Tiny variants for tests: ``--config=configs/hs5_multiplication.py:quick`` and ``:paper_quick``.
 """
 
