@@ -74,6 +74,20 @@ class GateTrace(NamedTuple):
   mask: Array
 
 
+def _scan_inputs(cell: Cell, xs: Array, state: Any, lengths: Array | None
+                 ) -> tuple[Any, Array]:
+  """``xs [B, T, I]`` checked; the initial state (zeros for ``None``) and the
+  ``[B]`` lengths (``T`` for ``None``) of a one-layer trace."""
+  if getattr(xs, "ndim", None) != 3:
+    raise ValueError(f"xs: expected rank 3 [batch, time, features], got shape "
+                     f"{tuple(getattr(xs, 'shape', ()))}")
+  batch, time = xs.shape[0], xs.shape[1]
+  if state is None:
+    state = cell.initial_state(batch, xs.dtype)
+  lengths = jnp.full((batch,), time, jnp.int32) if lengths is None else jnp.asarray(lengths)
+  return state, lengths
+
+
 def gate_trace(cell: Cell, params: Params, xs: Array, state: LSTMState | None = None,
                lengths: Array | None = None) -> GateTrace:
   """Forget gate and cell state of one LSTM layer at every step.
@@ -103,15 +117,7 @@ def gate_trace(cell: Cell, params: Params, xs: Array, state: LSTMState | None = 
   if not isinstance(cell, Cell) or cell.kind != "lstm":
     raise ValueError(f"cell: gate_trace needs an LSTM cell, got "
                      f"{cell.describe() if isinstance(cell, Cell) else type(cell).__name__}")
-  if getattr(xs, "ndim", None) != 3:
-    raise ValueError(f"xs: expected rank 3 [batch, time, features], got shape "
-                     f"{tuple(getattr(xs, 'shape', ()))}")
-  batch, time = xs.shape[0], xs.shape[1]
-  if state is None:
-    state = cell.initial_state(batch, xs.dtype)
-  if lengths is None:
-    lengths = jnp.full((batch,), time, jnp.int32)
-  lengths = jnp.asarray(lengths)
+  state, lengths = _scan_inputs(cell, xs, state, lengths)
   variant = cell.variant
 
   def body(carry: LSTMState, inp: tuple[Array, Array]):
@@ -127,7 +133,7 @@ def gate_trace(cell: Cell, params: Params, xs: Array, state: LSTMState | None = 
         new, carry)
     return keep, (v.f, keep.c, valid)
 
-  ts = jnp.arange(time, dtype=lengths.dtype)
+  ts = jnp.arange(xs.shape[1], dtype=lengths.dtype)
   _, (f, c, mask) = jax.lax.scan(body, state, (jnp.swapaxes(xs, 0, 1), ts))
   return GateTrace(f=f, c=c, mask=mask)
 
@@ -290,13 +296,7 @@ def hidden_trace(cell: Cell, params: Params, xs: Array, state: Any = None,
     ``(h [T, B, R], mask [T, B])``: ``R`` the cell's output size, ``mask``
     ``True`` at real steps.
   """
-  if getattr(xs, "ndim", None) != 3:
-    raise ValueError(f"xs: expected rank 3 [batch, time, features], got shape "
-                     f"{tuple(getattr(xs, 'shape', ()))}")
-  batch, time = xs.shape[0], xs.shape[1]
-  if state is None:
-    state = cell.initial_state(batch, xs.dtype)
-  lengths = jnp.full((batch,), time, jnp.int32) if lengths is None else jnp.asarray(lengths)
+  state, lengths = _scan_inputs(cell, xs, state, lengths)
   output = (lambda s: s.h) if cell.kind == "lstm" else (lambda s: s)
 
   def body(carry: Any, inp: tuple[Array, Array]):
@@ -308,7 +308,7 @@ def hidden_trace(cell: Cell, params: Params, xs: Array, state: Any = None,
         new, carry)
     return keep, (output(keep), valid)
 
-  ts = jnp.arange(time, dtype=lengths.dtype)
+  ts = jnp.arange(xs.shape[1], dtype=lengths.dtype)
   _, (h, mask) = jax.lax.scan(body, state, (jnp.swapaxes(xs, 0, 1), ts))
   return h, mask
 
