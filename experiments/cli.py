@@ -16,7 +16,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from lstm_jax.config import ConfigError
-from lstm_jax.devices import keep_freed_host_memory, set_cpu_devices
+from lstm_jax.devices import (DISTRIBUTED_TIMEOUT_S, DistributedError, initialize_distributed,
+                              keep_freed_host_memory, set_cpu_devices)
 from lstm_jax.runner import Interrupted, NonFiniteError
 from lstm_jax.sweep import WHOLE, parse_shard, shard_from_env
 from lstm_jax.workdir import WorkdirError
@@ -26,6 +27,21 @@ CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "CPU devices JAX makes (a run spreads its seeds, or one seed's "
     "batch, over them: lstm_jax.devices); 0: one per usable core. "
     "Ignored when XLA_FLAGS sets --xla_force_host_platform_device_count.", lower_bound=0)
+COORDINATOR = flags.DEFINE_string(
+    "coordinator", "", "host:port of process 0 of a run over several processes (JAX's "
+    "distributed runtime; process 0 listens there). Give it, --num_processes and "
+    "--process_id together; without them a SLURM, Open MPI or TPU-pod launch of several "
+    "processes is detected, and otherwise the run is one process.")
+NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", 0, "Processes of the run, with --coordinator (0: not given).",
+    lower_bound=0)
+PROCESS_ID = flags.DEFINE_integer(
+    "process_id", -1, "This process's id, 0 to --num_processes - 1, with --coordinator "
+    "(-1: not given). Process 0 writes the logs, summaries and checkpoints.", lower_bound=-1)
+DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", DISTRIBUTED_TIMEOUT_S, "Seconds a process of a multi-process run "
+    "waits for the coordinator and the other processes to start, and after a process stops "
+    "answering before the others are stopped.", lower_bound=1)
 FORCE = flags.DEFINE_bool(
     "force", False, "Run even when the memory estimate of the training step or the "
     "evaluation says it does not fit in the free memory (lstm_jax.memory).")
@@ -58,6 +74,15 @@ class _ShardParser(flags.ArgumentParser):
 
 MISSING_EXIT = 4
 """Exit status of a merge that found points no shard has finished (no ``--partial``)."""
+
+PEER_EXIT = 5
+"""Exit status of a process of a multi-process run whose collective with the
+others failed (another process died or was stopped)."""
+
+PEER_FAILURES = ("Gloo", "Connection reset", "Connection refused", "UNAVAILABLE",
+                 "heartbeat", "DEADLINE_EXCEEDED", "Barrier failed")
+"""Text of the errors (``JaxRuntimeError``, or ``ValueError`` from a transfer)
+that a failed cross-process collective raises."""
 
 
 def shard_and_merge_flags(what: str) -> tuple[Any, Any, Any, Any]:
@@ -175,8 +200,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   Catches a ``--config`` file that does not exist or does not load, unknown
   config fields (``--config.lagg=3``: ml_collections suggests the closest
   field), values of the wrong type and missing required flags. Then applies
-  ``--cpu_devices`` (flags are parsed before any JAX computation) and
-  :func:`lstm_jax.devices.keep_freed_host_memory`.
+  ``--cpu_devices`` (flags are parsed before any JAX computation), starts
+  the distributed runtime when the run has several processes
+  (:func:`lstm_jax.devices.initialize_distributed`: ``--coordinator``,
+  ``--num_processes``, ``--process_id``, ``--distributed_timeout``) and
+  applies :func:`lstm_jax.devices.keep_freed_host_memory`.
   """
   try:
     problem = _missing_config_file(argv)
@@ -185,8 +213,12 @@ def parse_flags(argv: list[str]) -> list[str]:
       problem = _unloadable_config_file(argv)
     if problem is None:
       set_cpu_devices(CPU_DEVICES.value)
+      initialize_distributed(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
+                             DISTRIBUTED_TIMEOUT.value)
       keep_freed_host_memory()
       return rest
+  except DistributedError as err:
+    problem = str(err)
   except OSError as err:  # an override applied to a config that failed to load
     problem = f"a config file could not be loaded ({_first_line(err)})"
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
@@ -204,7 +236,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 def exit_codes() -> Iterator[None]:
   """Map the library's user-facing errors to one stderr line and an exit status:
   2 bad config, a run too big for the memory (``runner.TooBigError``, a
-  ``ConfigError``) or an unusable workdir, 3 non-finite values, 128 + signal number
+  ``ConfigError``), an unusable workdir or a distributed runtime that did not
+  start, 3 non-finite values, :data:`PEER_EXIT` a collective with the other
+  processes of a multi-process run that failed (the process leaves at once,
+  without waiting for the runtime's shutdown barrier), 128 + signal number
   after SIGTERM/SIGINT (a checkpoint was saved)."""
   try:
     yield
@@ -217,3 +252,14 @@ def exit_codes() -> Iterator[None]:
   except Interrupted as err:
     print(f"interrupted: {err}", file=sys.stderr)
     sys.exit(128 + err.signum)
+  except Exception as err:  # pylint: disable=broad-except
+    import jax  # pylint: disable=import-outside-toplevel
+    if jax.process_count() == 1 or not any(m in str(err) for m in PEER_FAILURES):
+      raise
+    text = " ".join(str(err).split())[:200]
+    print(f"error: process {jax.process_index()} of {jax.process_count()}: a collective with "
+          f"the other processes failed ({text}); another process probably died. Rerun the "
+          "same command on every process to resume from the last checkpoint",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(PEER_EXIT)  # pylint: disable=protected-access

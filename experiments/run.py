@@ -10,10 +10,18 @@ Rerunning a run that finished prints its summary and changes nothing. Before
 training, the memory the training step and the evaluation need is estimated;
 a run that does not fit is refused unless ``--force``.
 
+Several processes (JAX's distributed runtime): start the same command on
+each with ``--coordinator=HOST:PORT --num_processes=N --process_id=I`` (or
+under ``srun``, Open MPI or on a TPU pod slice, without them: detected);
+process 0 writes the workdir (lstm_jax.runner). ``--distributed_timeout``
+bounds the waits: the start, and a process that stops answering.
+
 Exit status: 0 finished (solved or budget spent, now or before); 2 a missing
-config file, a bad config value, a run too big for the memory, or an unusable
-workdir (one line on stderr); 3 stopped on a non-finite value (summary.json
-says where); 128 + signal number after SIGTERM/SIGINT (a checkpoint was saved).
+config file, a bad config value, a run too big for the memory, an unusable
+workdir, or a distributed runtime that did not start (one line on stderr); 3
+stopped on a non-finite value (summary.json says where); 5 another process
+of a multi-process run died (rerun the same commands to resume); 128 + signal
+number after SIGTERM/SIGINT (a checkpoint was saved).
 """
 
 from __future__ import annotations

@@ -33,13 +33,26 @@ and passes it down to the training code.
 A CPU has one JAX device unless asked for more before the first JAX
 computation (:func:`set_cpu_devices`); ``python -m experiments.run`` and
 ``experiments.sweep`` make one per usable core (``--cpu_devices``).
+
+**Several processes** (:func:`initialize_distributed`: JAX's own
+distributed runtime, ``jax.distributed``). Once it is initialised,
+``jax.devices()`` lists the devices of every process, and the default
+devices here are those (``jax.devices()``, which is ``jax.local_devices()``
+in a single process): a run's mesh spans all processes, its seeds (or one
+seed's batch) are split over all of their devices, and every process runs
+the same program on its own part. Results that live on other processes'
+devices are brought to every process by :func:`to_host`; :func:`broadcast`
+and :func:`barrier` keep the processes in step around files only process 0
+writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Sequence
+import re
+import time
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -143,11 +156,11 @@ def keep_freed_host_memory() -> bool:
 
 
 def _devices(devices: Sequence[jax.Device] | None) -> tuple[jax.Device, ...]:
-  return tuple(jax.local_devices() if devices is None else devices)
+  return tuple(jax.devices() if devices is None else devices)
 
 
 def devices_used(size: int, devices: Sequence[jax.Device] | None = None) -> int:
-  """How many of ``devices`` (default ``jax.local_devices()``) a leading axis
+  """How many of ``devices`` (default ``jax.devices()``) a leading axis
   of ``size`` entries is split over: ``min(size, len(devices))``."""
   if not checks.is_int(size) or size < 1:
     checks.fail("size", size, "expected an integer >= 1 (seeds or batch rows)")
@@ -200,7 +213,7 @@ def split_leading(fn: Callable[..., Any], devices: Sequence[jax.Device] | None =
     fn: ``fn(*args) -> out``, traceable; every leaf of a split argument is
       ``[N, ...]``, every leaf of ``out`` is ``[N, ...]``, and entry ``n`` of
       the outputs may depend on entry ``n`` of the split arguments only.
-    devices: the devices (default ``jax.local_devices()``); the first
+    devices: the devices (default ``jax.devices()``: every process's); the first
       ``d = min(N, len(devices))`` are used.
     argnums: positions of the split arguments (``None``: all); the others
       are copied to every device. ``None`` arguments are allowed.
@@ -288,7 +301,7 @@ def over_seeds(fn: Callable[..., Any], ensemble: str = "auto",
   Args:
     fn: ``fn(*args) -> out`` on one seed's pytrees (no seed axis); traceable.
     ensemble: ``"auto"``, ``"vmap"`` or ``"map"`` (module docstring).
-    devices: devices to spread the seeds over; default ``jax.local_devices()``.
+    devices: devices to spread the seeds over; default ``jax.devices()``.
 
   Returns:
     ``g(*args) -> out``: every leaf of ``args`` and of ``out`` is
@@ -349,6 +362,21 @@ def matmul_flops(params: Any, rows: int, train: bool) -> float:
   return (6.0 if train else 2.0) * rows * weights
 
 
+def put(tree: Any, where: jax.sharding.Sharding) -> Any:
+  """``jax.device_put(tree, where)``, also where ``where`` spans other processes'
+  devices: every process passes the same values, and typed PRNG keys travel
+  as their raw data (``device_put`` refuses them there)."""
+  if jax.process_count() == 1 or where.is_fully_addressable:
+    return jax.device_put(tree, where)
+
+  def one(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      data = jax.device_put(np.asarray(jax.random.key_data(x)), where)
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    return jax.device_put(x, where)
+  return jax.tree_util.tree_map(one, tree)
+
+
 # ----------------------------------------------------------------------------
 # The placement of a run, decided once.
 
@@ -376,7 +404,8 @@ class Placement:
   @classmethod
   def build(cls, num_seeds: int = 1, ensemble: str = "auto", split_batch: str = "auto",
             devices: Sequence[jax.Device] | None = None) -> Placement:
-    """The placement of a run (``devices`` default ``jax.local_devices()``).
+    """The placement of a run (``devices`` default ``jax.devices()``: those of
+    every process when several run, :func:`initialize_distributed`).
 
     Raises:
       ValueError: ``num_seeds`` below 1, an unknown ``ensemble`` or
@@ -466,7 +495,7 @@ class Placement:
           rows = inputs.shape[0] * self.splits(params, inputs, train)
         decided["where"] = self.input_sharding(rows)
       where = decided["where"]
-      return jax.device_put(tree, where), jax.device_put(keys, where)
+      return put(tree, where), put(keys, where)
 
     def run(tree: Any, keys: Array):
       return fn(*place(tree, keys))
@@ -475,3 +504,184 @@ class Placement:
     run.place = place
     run.lower = lambda tree, keys: fn.lower(*place(tree, keys))
     return run
+
+
+# ----------------------------------------------------------------------------
+# Several processes.
+
+
+class DistributedError(RuntimeError):
+  """The distributed runtime could not start as asked (bad flags, a coordinator
+  that cannot be reached in time, processes that disagree)."""
+
+
+DISTRIBUTED_TIMEOUT_S = 120
+"""Default of :func:`initialize_distributed`'s ``timeout_s``."""
+
+CLUSTER_SIZE_VARIABLES = (("SLURM", "SLURM_STEP_NUM_TASKS"),
+                          ("Open MPI", "OMPI_COMM_WORLD_SIZE"))
+"""Environment variables of a launcher that say how many processes it started."""
+
+_ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
+
+
+def cluster_detected(environ: Mapping[str, str] = os.environ) -> str | None:
+  """The launcher that started this process as one of several, or ``None``.
+
+  ``"SLURM"`` or ``"Open MPI"`` when their variables
+  (:data:`CLUSTER_SIZE_VARIABLES`) count more than one process, ``"TPU pod"``
+  when ``TPU_WORKER_HOSTNAMES`` names several hosts, ``"JAX"`` when
+  ``JAX_COORDINATOR_ADDRESS`` is set. JAX's own cluster detection
+  (``jax.distributed.initialize()`` without arguments) then fills in the
+  coordinator, the number of processes and this process's id. SLURM counts
+  the processes of a job step (``srun``), so a batch script that runs Python
+  without ``srun``, or a job array's one-task job, is no cluster: it runs alone.
+  """
+  for name, variable in CLUSTER_SIZE_VARIABLES:
+    value = environ.get(variable, "").strip()
+    if value.isdigit() and int(value) > 1:
+      return name
+  if "," in environ.get("TPU_WORKER_HOSTNAMES", ""):
+    return "TPU pod"
+  if environ.get("JAX_COORDINATOR_ADDRESS", "").strip():
+    return "JAX"
+  return None
+
+
+distributed_timeout_s = DISTRIBUTED_TIMEOUT_S
+"""The timeout the distributed runtime of this process was started with."""
+
+
+def initialize_distributed(coordinator: str = "", num_processes: int = 0,
+                           process_id: int = -1, timeout_s: int = DISTRIBUTED_TIMEOUT_S,
+                           environ: Mapping[str, str] = os.environ) -> bool:
+  """Start JAX's distributed runtime when this process is one of several;
+  return whether it did.
+
+  Must run before the first JAX computation. Three cases:
+
+  * ``coordinator`` (``host:port`` of process 0, which listens there) with
+    ``num_processes >= 1`` and ``0 <= process_id < num_processes``: started
+    as given (``jax.distributed.initialize``).
+  * none of the three, and :func:`cluster_detected` finds a launcher: started
+    with JAX's cluster detection (SLURM, Open MPI, TPU pod slices).
+  * none of the three and no launcher: nothing is started (one process).
+
+  ``timeout_s`` bounds every wait: reaching the coordinator and all processes
+  registering (``initialization_timeout``), a process that stops sending
+  heartbeats, whereupon every other process is stopped by the runtime
+  (``heartbeat_timeout_seconds``), and the shutdown barrier
+  (``shutdown_timeout_seconds``). On CPU the processes' collectives run over
+  gloo (JAX's default CPU collectives, ``jax_cpu_collectives_implementation``).
+
+  Raises:
+    DistributedError: some but not all of the three given, a value out of
+      range, a ``coordinator`` that is no ``host:port``, or a runtime that
+      did not start within ``timeout_s`` (coordinator unreachable, fewer
+      processes than ``num_processes`` arrived, two with one id): one line.
+  """
+  given = [bool(coordinator), num_processes != 0, process_id != -1]
+  if not checks.is_int(timeout_s) or timeout_s < 1:
+    raise DistributedError(f"--distributed_timeout={timeout_s!r}: expected whole seconds >= 1")
+  if any(given) and not all(given):
+    raise DistributedError("--coordinator, --num_processes and --process_id go together: "
+                           "give all three (or none, to run alone or let JAX detect a "
+                           "SLURM, Open MPI or TPU cluster)")
+  if all(given):
+    if not _ADDRESS.match(coordinator) or not 0 < int(coordinator.rsplit(":", 1)[1]) < 65536:
+      raise DistributedError(f"--coordinator={coordinator!r}: expected host:port of process 0, "
+                             "e.g. localhost:12355")
+    if not checks.is_int(num_processes) or num_processes < 1:
+      raise DistributedError(f"--num_processes={num_processes!r}: expected an integer >= 1")
+    if not checks.is_int(process_id) or not 0 <= process_id < num_processes:
+      raise DistributedError(f"--process_id={process_id!r}: expected an integer from 0 to "
+                             f"{num_processes - 1} (--num_processes={num_processes})")
+    kwargs: dict[str, Any] = dict(coordinator_address=coordinator,
+                                  num_processes=int(num_processes), process_id=int(process_id))
+    where = f"coordinator {coordinator}, process {process_id} of {num_processes}"
+    _check_coordinator(coordinator, int(process_id), int(timeout_s))
+  else:
+    launcher = cluster_detected(environ)
+    if launcher is None:
+      return False
+    kwargs, where = {}, f"the processes of a {launcher} cluster (JAX's detection)"
+  global distributed_timeout_s  # pylint: disable=global-statement
+  distributed_timeout_s = int(timeout_s)
+  try:
+    jax.distributed.initialize(**kwargs, initialization_timeout=int(timeout_s),
+                               heartbeat_timeout_seconds=int(timeout_s),
+                               shutdown_timeout_seconds=int(timeout_s))
+  except Exception as err:  # jax raises RuntimeError, ValueError, XlaRuntimeError
+    text = " ".join(str(err).split())[:300] or type(err).__name__
+    raise DistributedError(f"the distributed runtime did not start within {timeout_s} s "
+                           f"({where}): {text}; check that every process got the same "
+                           "--coordinator and --num_processes, a distinct --process_id, and "
+                           "that process 0 runs and its port is reachable") from None
+  return jax.process_count() > 1
+
+
+def _check_coordinator(coordinator: str, process_id: int, timeout_s: int) -> None:
+  """Before JAX's runtime, which stops the process on a failed connection:
+  process 0 can listen on the coordinator's port; every other process
+  reaches it within ``timeout_s`` (retrying while process 0 starts)."""
+  import socket  # pylint: disable=import-outside-toplevel
+  host, port = coordinator.rsplit(":", 1)
+  host, port = host.strip("[]"), int(port)
+  if process_id == 0:
+    try:
+      with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("", port))
+    except OSError as err:
+      raise DistributedError(f"--coordinator={coordinator}: process 0 cannot listen on port "
+                             f"{port} ({err.strerror or err}); choose a free port") from None
+    return
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host, port), timeout=min(5.0, timeout_s)):
+        return
+    except OSError as err:
+      if time.monotonic() >= deadline:
+        raise DistributedError(
+            f"--coordinator={coordinator}: process 0 could not be reached within {timeout_s} s "
+            f"({err.strerror or err}); start process 0 there, or fix --coordinator") from None
+      time.sleep(0.25)
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's files: process 0 (or the only one)."""
+  return jax.process_index() == 0
+
+
+def to_host(tree: Any) -> Any:
+  """``tree`` with every array as a NumPy array holding its whole value,
+  gathered from the processes that hold its parts.
+
+  With several processes, every process must call it with the same tree
+  (it is a collective for the arrays not all on this process's devices).
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return x
+  return jax.device_get(jax.tree_util.tree_map(one, tree))
+
+
+def broadcast(tree: Any) -> Any:
+  """Process 0's ``tree`` (of arrays) on every process, as NumPy arrays; every
+  process calls it with a tree of the same structure, shapes and dtypes."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return jax.device_get(multihost_utils.broadcast_one_to_all(tree))
+
+
+def barrier(name: str) -> None:
+  """Wait until every process has reached ``barrier(name)`` (nothing with one
+  process); a process that died stops the others after the runtime's
+  heartbeat timeout."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)

@@ -58,6 +58,18 @@ diagnostics on or off. After a resume, records past the checkpoint and
 steps not logged for every seed are dropped and measured again, so each step
 appears once per seed.
 
+Several processes (``jax.distributed``, :func:`lstm_jax.devices.initialize_distributed`):
+every process runs this same loop on its part of the devices (the run's mesh
+spans all of them) and gets every result it logs (:func:`lstm_jax.devices.to_host`),
+so all make the same decisions. Process 0 alone holds the lock and writes
+the workdir: config.json, metrics.jsonl, TensorBoard, diagnostics.jsonl,
+summary.json and the checkpoints. A checkpoint holds the whole state as
+NumPy arrays, gathered from all processes; process 0 saves it through orbax
+(``active_processes={0}``) while the others wait at a barrier, and on a resume
+process 0 restores it and broadcasts it to the others. It does not depend on
+the number of processes, so a run can be resumed with another count, or by
+one process.
+
 Before training, the training step and the evaluation are compiled once,
 ahead of time, and XLA's estimate of their memory is compared with what the
 devices have free (:mod:`lstm_jax.memory`); a run that would not fit is
@@ -83,6 +95,7 @@ import numpy as np
 from absl import logging
 
 from lstm_jax import config as config_lib
+from lstm_jax import devices as devices_lib
 from lstm_jax import diagnostics as diag_lib
 from lstm_jax import memory
 from lstm_jax import online
@@ -121,6 +134,71 @@ class _Writers:
   def close(self) -> None:
     self.jsonl.close()
     self.tb.close()
+
+
+class _NoWriters:
+  """What the processes other than process 0 log: nothing."""
+
+  def write(self, record: dict[str, Any], prefix: str) -> None:
+    del record, prefix
+
+  def close(self) -> None:
+    pass
+
+
+class _Checkpoints:
+  """The run's checkpoints: :class:`lstm_jax.workdir.CheckpointStore` in a
+  one-process run; with several processes, process 0's store of the whole
+  state gathered to NumPy, the others waiting for its saves and receiving
+  its restores (module docstring)."""
+
+  def __init__(self, workdir: str):
+    self.multi = jax.process_count() > 1
+    self.primary = devices_lib.is_primary()
+    self.store = (wd.CheckpointStore(workdir, only_this_process=self.multi)
+                  if self.primary else None)
+    self._last: int | None = None
+
+  @property
+  def notes(self) -> list[str]:
+    return self.store.notes if self.store is not None else []
+
+  def last_step(self) -> int | None:
+    """The newest checkpoint's step (``None``: none)."""
+    if self.store is not None:
+      return max(self.store.manager.all_steps(), default=None)
+    return self._last
+
+  def save(self, step: int, state: Any, loop: Any) -> None:
+    if not self.multi:
+      self.store.save(step, state, loop)
+      return
+    whole = devices_lib.to_host(state)  # every process takes part in the gather
+    if self.store is not None:
+      self.store.save(step, whole, loop)
+    devices_lib.barrier(f"checkpoint {step} saved")
+    self._last = step
+
+  def restore_latest(self, state_like: Any) -> tuple[int, Any, Any] | None:
+    if not self.multi:
+      return self.store.restore_latest(state_like)
+    like = devices_lib.to_host(state_like)
+    restored = self.store.restore_latest(like) if self.store is not None else None
+    step = int(devices_lib.broadcast(np.int64(-1 if restored is None else restored[0])))
+    if step < 0:
+      return None
+    state = devices_lib.broadcast(like if restored is None else restored[1])
+    text = json.dumps(wd.to_jsonable(restored[2])).encode() if restored is not None else b""
+    size = int(devices_lib.broadcast(np.int64(len(text))))
+    data = np.zeros(size, np.uint8)
+    data[:len(text)] = np.frombuffer(text, np.uint8)
+    loop = json.loads(bytes(devices_lib.broadcast(data)).decode())
+    self._last = step
+    return step, state, loop
+
+  def close(self) -> None:
+    if self.store is not None:
+      self.store.close()
 
 
 class NonFiniteError(RuntimeError):
@@ -295,10 +373,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     Interrupted: SIGTERM/SIGINT (after saving a checkpoint).
   """
   task, model, placement = config_lib.build(config)
-  with wd.locked(workdir) as notes:
+  primary = devices_lib.is_primary()
+  with wd.locked(workdir) if primary else contextlib.nullcontext([]) as notes:
     for note in notes:
       logging.warning("%s: %s", workdir, note)
-    if _prepare_workdir(config, workdir, on_config_change):
+    # Process 0 prepares the workdir; the others only read it, and decide alike.
+    same = _prepare_workdir(config, workdir, on_config_change if primary else
+                            {"fresh": "overwrite"}.get(on_config_change, on_config_change))
+    devices_lib.barrier("workdir prepared")
+    if same:
       finished = _finished_summary(workdir)
       if finished is not None:
         logging.warning("%s: this run finished already; nothing to do (use a new "
@@ -414,7 +497,7 @@ def make_diagnose(model: Any, task: Task, num_sequences: int, placement: Placeme
 
   jitted = jax.jit(program)
   where = placement.input_sharding()
-  return lambda params: jitted(jax.device_put(params, where))
+  return lambda params: jitted(devices_lib.put(params, where))
 
 
 def _diagnostics_due(config: ml_collections.ConfigDict, every: int, step: int) -> bool:
@@ -475,8 +558,9 @@ def _compiled_shortfall(compiled: Any) -> tuple[int, int] | None:
   """The shortfall of a compiled program by XLA's estimate (``None``: it fits
   or there is no estimate)."""
   need = memory.compiled_need(compiled)
-  return None if need is None else memory.shortfall(need, memory.devices_of(
-      compiled.input_shardings))
+  mine = [d for d in memory.devices_of(compiled.input_shardings)
+          if d.process_index == jax.process_index()]
+  return None if need is None else memory.shortfall(need, mine)
 
 
 def _refuse_if_short(config: ml_collections.ConfigDict, task: Task, compiled: bool,
@@ -541,12 +625,14 @@ class _Run:
     self.workdir, self.programs, self.keys, self.store = workdir, programs, keys, store
     self.state, self.step, self.loop = state, step, loop
     self.n_steps = config_lib.total_steps(config)
-    self.writers = _Writers(workdir, config.num_seeds)
+    self.primary = devices_lib.is_primary()
+    self.writers = _Writers(workdir, config.num_seeds) if self.primary else _NoWriters()
     self._base_time, self._start = loop.wall_time_s, start
     self._last_eval: tuple[int, list[dict[str, float]]] | None = None
     self.diag = DiagnosticsSettings.of(config)
     self._last_diagnostics = diagnosed  # the last step whose diagnostics are logged
-    if self.diag.on:
+    self.diagnostics_jsonl = None
+    if self.diag.on and self.primary:
       self.diagnostics_jsonl = open(os.path.join(workdir, DIAGNOSTICS_FILE), "a")
 
   def wall_time(self) -> float:
@@ -557,10 +643,10 @@ class _Run:
     criteria's streams; return the chunk's metrics."""
     t0 = time.time()
     new_state, metrics, per_seq = self.programs.chunk(self.state, self.keys.data)
-    metrics, per_seq = jax.device_get((metrics, per_seq))
+    metrics, per_seq = devices_lib.to_host((metrics, per_seq))
     finite = np.asarray(metrics["finite"], bool)  # [chunk, S]
     if self.config.nonfinite == "stop" and not finite.all():
-      last = max(self.store.manager.all_steps(), default=None)
+      last = self.store.last_step()
       reason = _nonfinite_reason(self.config, self.step, metrics, finite, last)
       self.write_summary(None, "nonfinite", reason)
       raise NonFiniteError(reason)
@@ -587,7 +673,7 @@ class _Run:
     if self._last_eval is not None and self._last_eval[0] == self.step:
       return self._last_eval[1]
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.keys.eval, self.step)
-    _, per_seq = jax.device_get(self.programs.evaluate(self.state.params, keys))
+    _, per_seq = devices_lib.to_host(self.programs.evaluate(self.state.params, keys))
     out = []
     for s, seed in enumerate(self.loop.seeds):
       summary = self.task.summarize({k: v[s] for k, v in per_seq.items()})
@@ -604,7 +690,7 @@ class _Run:
     per step (module docstring)."""
     if not self.diag.on or self._last_diagnostics >= self.step:
       return
-    measured = jax.device_get(self.programs.diagnose(self.state.params))
+    measured = devices_lib.to_host(self.programs.diagnose(self.state.params))
     lines = []
     for s in range(self.config.num_seeds):
       scalars, curves = diag_lib.summarize({k: v[s] for k, v in measured.items()},
@@ -614,8 +700,9 @@ class _Run:
       lines.append({**head, "cell": self.config.model.cell, "gradient": self.diag.gradient,
                     **scalars, **curves})
       self.writers.write({**head, "split": "diagnostics", **scalars}, "diagnostics")
-    self.diagnostics_jsonl.write("".join(json.dumps(wd.to_jsonable(r)) + "\n" for r in lines))
-    self.diagnostics_jsonl.flush()
+    if self.diagnostics_jsonl is not None:
+      self.diagnostics_jsonl.write("".join(json.dumps(wd.to_jsonable(r)) + "\n" for r in lines))
+      self.diagnostics_jsonl.flush()
     self._last_diagnostics = self.step
 
   def mark_solved(self) -> None:
@@ -639,12 +726,15 @@ class _Run:
                     reason: str | None = None) -> dict[str, Any]:
     summary = _summary(self.config, self.task, self.step, self.loop, final, self.wall_time(),
                        status, reason)
-    wd.write_json_atomic(os.path.join(self.workdir, "summary.json"), summary)
+    if self.primary:
+      wd.write_json_atomic(os.path.join(self.workdir, "summary.json"), summary)
     return summary
 
   def run(self, caught: list[int], progress: bool) -> dict[str, Any]:
     """Train until every seed is solved or the budget is spent; return the summary."""
-    bar = _progress_bar(self.config, self.task, self.step, self.n_steps) if progress else None
+    bar = None
+    if progress and self.primary:
+      bar = _progress_bar(self.config, self.task, self.step, self.n_steps)
     try:
       if self.diag.on and (self.step == 0 or _diagnostics_due(self.config, self.diag.every,
                                                                 self.step)):
@@ -671,7 +761,7 @@ class _Run:
       if bar is not None:
         bar.close()
       self.writers.close()
-      if self.diag.on:
+      if self.diagnostics_jsonl is not None:
         self.diagnostics_jsonl.close()
     return self.write_summary(final, "finished")
 
@@ -682,7 +772,7 @@ def _progress_bar(config: ml_collections.ConfigDict, task: Task, step: int, n_st
               unit_scale=True, desc=f"{task.name} lag={task.lag} {_model_name(config)}")
 
 
-def _restore(store: wd.CheckpointStore, state: training.TrainState, loop: LoopState
+def _restore(store: _Checkpoints, state: training.TrainState, loop: LoopState
              ) -> tuple[int, training.TrainState, LoopState]:
   """``(step, state, loop)`` of the newest intact checkpoint, or the given ones at step 0."""
   restored = store.restore_latest(state)
@@ -700,20 +790,28 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: Task, model: A
   optimizer = training.make_optimizer(**config_lib.optimizer_kwargs(config))
   keys = _Keys(*training.seed_keys(config.seed, config.num_seeds))
   state = training.init_state(model, optimizer, keys.init, task.input_size)
+  if jax.process_count() > 1:  # the same values on every process, put where the run needs
+    state = devices_lib.to_host(state)
   programs = _compile(config, task, *_programs(config, task, model, placement, optimizer),
                       state, keys, force)
   settings = DiagnosticsSettings.of(config)
   if settings.on:
     programs = dataclasses.replace(programs, diagnose=make_diagnose(
         model, task, settings.num_sequences, placement, settings.gradient))
-  wd.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-  store = wd.CheckpointStore(workdir)
+  primary = devices_lib.is_primary()
+  if primary:
+    wd.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+  store = _Checkpoints(workdir)
   try:
     step, state, loop = _restore(store, state, LoopState.new(task.criterion, config.num_seeds))
-    # Lines written after the checkpoint belong to work that is redone now.
-    wd.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"),
-                      lambda r: r.get("step", 0) <= step)
-    diagnosed = _resume_diagnostics(workdir, step, config.num_seeds) if settings.on else -1
+    diagnosed = -1
+    if primary:
+      # Lines written after the checkpoint belong to work that is redone now.
+      wd.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                        lambda r: r.get("step", 0) <= step)
+      diagnosed = _resume_diagnostics(workdir, step, config.num_seeds) if settings.on else -1
+    if settings.on:
+      diagnosed = int(devices_lib.broadcast(np.int64(diagnosed)))
     run = _Run(config, task, workdir, programs, keys, store, state, step, loop, start,
                diagnosed)
     return run.run(caught, progress)

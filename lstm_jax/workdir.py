@@ -229,22 +229,37 @@ class CheckpointStore:
       ``corrupt_checkpoints/`` live in it).
     max_to_keep: checkpoints kept (at least 2, so a corrupt latest one has a
       predecessor).
+    only_this_process: in a run of several processes (``jax.distributed``),
+      this process alone reads and writes the checkpoints, holding the whole
+      state (orbax's ``active_processes`` is this one); the others neither
+      open nor wait on it. ``False``: orbax's default, every process takes
+      part (or the only one).
   """
 
-  def __init__(self, workdir: str, max_to_keep: int = 3):
+  def __init__(self, workdir: str, max_to_keep: int = 3, only_this_process: bool = False):
     self.workdir = os.path.abspath(workdir)
     self.ckpt_dir = os.path.join(self.workdir, "checkpoints")
     self.hash_dir = os.path.join(self.workdir, "checkpoint_hashes")
     os.makedirs(self.hash_dir, exist_ok=True)
     self.max_to_keep = max(2, max_to_keep)
+    self.only_this_process = only_this_process
+    if only_this_process:  # orbax cannot create the directory for a subset of processes
+      os.makedirs(self.ckpt_dir, exist_ok=True)
     self.notes: list[str] = []
     self._open()
 
   def _open(self) -> None:
+    multi = ocp.options.MultiprocessingOptions()
+    if self.only_this_process:
+      import jax  # local: keeps this module's import light
+      me = jax.process_index()
+      multi = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
     self.manager = ocp.CheckpointManager(
         self.ckpt_dir,
         options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep,
-                                             enable_async_checkpointing=False),
+                                             enable_async_checkpointing=False,
+                                             create=not self.only_this_process,
+                                             multiprocessing_options=multi),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "loop": ocp.JsonCheckpointHandler()})
 

@@ -1,0 +1,187 @@
+"""Runs over several processes (lstm_jax.devices.initialize_distributed: JAX's
+distributed runtime, CPU collectives over gloo): bad flags and an unreachable
+coordinator give one line within the timeout; two processes on localhost
+train like one process; killing one of them stops the other within the
+timeout, and rerunning the same commands resumes and ends like the
+uninterrupted run; one process resumes what two started.
+
+Each test starts real ``python -m experiments.run`` processes with one CPU
+device each (``--cpu_devices=1``), so the run's two seeds are split one per
+process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lstm_jax import devices
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = ["--config=configs/delayed_recall.py:quick", "--config.num_seeds=2",
+          "--config.budget_sequences=1200", "--config.checkpoint_every=10"]
+TIMEOUT_S = 20
+"""``--distributed_timeout`` of the test runs."""
+RTOL, ATOL = 1e-5, 1e-6
+"""Two processes against one: the seeds are split, so each seed's arithmetic is
+the same program on one device and the numbers agree exactly; the tolerance
+is float32 rounding (README, "Several processes")."""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _cmd(workdir: str, *extra: str) -> list[str]:
+  return [sys.executable, "-m", "experiments.run", *CONFIG, "--cpu_devices=1",
+          f"--workdir={workdir}", *extra]
+
+
+def _env() -> dict[str, str]:
+  return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _start(workdir: str, port: int, logs: str) -> list[subprocess.Popen]:
+  """The two processes of a run on localhost, stdout+stderr in ``logs``/p{i}.log."""
+  procs = []
+  for i in range(2):
+    log = open(os.path.join(logs, f"p{i}.log"), "w")
+    procs.append(subprocess.Popen(
+        _cmd(workdir, f"--coordinator=localhost:{port}", "--num_processes=2",
+             f"--process_id={i}", f"--distributed_timeout={TIMEOUT_S}"),
+        cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True))
+  return procs
+
+
+def _metrics(workdir: str) -> dict[tuple, dict[str, float]]:
+  """metrics.jsonl by (step, seed, split), without the rates; duplicates refused."""
+  out = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      r = json.loads(line)
+      key = (r["step"], r["seed"], r["split"])
+      assert key not in out, f"{key} logged twice"
+      out[key] = {k: v for k, v in r.items() if k != "steps_per_s"}
+  return out
+
+
+def _assert_same_run(workdir: str, reference: str) -> None:
+  got, want = _metrics(workdir), _metrics(reference)
+  assert got.keys() == want.keys()
+  for key in want:
+    for name, value in want[key].items():
+      if isinstance(value, float):
+        np.testing.assert_allclose(got[key][name], value, rtol=RTOL, atol=ATOL,
+                                   err_msg=f"{key} {name}")
+      else:
+        assert got[key][name] == value, (key, name)
+  with open(os.path.join(workdir, "summary.json")) as f:
+    summary = json.load(f)
+  with open(os.path.join(reference, "summary.json")) as f:
+    ref = json.load(f)
+  assert summary["status"] == ref["status"] == "finished"
+  assert summary["sequences_seen"] == ref["sequences_seen"]
+  for mine, theirs in zip(summary["per_seed"], ref["per_seed"]):
+    for name, value in theirs["metrics"].items():
+      np.testing.assert_allclose(mine["metrics"][name], value, rtol=RTOL, atol=ATOL)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> str:
+  """The workdir of the one-process run of :data:`CONFIG`."""
+  workdir = str(tmp_path_factory.mktemp("one_process"))
+  done = subprocess.run(_cmd(workdir), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  return workdir
+
+
+def test_bad_distributed_flags_and_an_unreachable_coordinator_are_one_line():
+  cases = [(("localhost:1234", 2, -1), "go together"),
+           (("", 2, 0), "go together"),
+           (("localhost", 2, 0), "expected host:port"),
+           (("localhost:99999", 2, 0), "expected host:port"),
+           (("localhost:1234", 2, 2), r"--process_id=2: expected an integer from 0 to 1")]
+  for args, message in cases:
+    with pytest.raises(devices.DistributedError, match=message):
+      devices.initialize_distributed(*args, timeout_s=1)
+  with pytest.raises(devices.DistributedError, match="whole seconds"):
+    devices.initialize_distributed("localhost:1234", 2, 0, timeout_s=0)
+  start = time.monotonic()
+  with pytest.raises(devices.DistributedError, match="could not be reached within 1 s"):
+    devices.initialize_distributed(f"localhost:{_free_port()}", 2, 1, timeout_s=1)
+  assert time.monotonic() - start < 5
+
+
+def test_cluster_detection_reads_the_launchers_variables():
+  assert devices.cluster_detected({}) is None
+  assert devices.cluster_detected({"SLURM_STEP_NUM_TASKS": "4"}) == "SLURM"
+  assert devices.cluster_detected({"SLURM_STEP_NUM_TASKS": "1", "SLURM_NTASKS": "4"}) is None
+  assert devices.cluster_detected({"OMPI_COMM_WORLD_SIZE": "2"}) == "Open MPI"
+  assert devices.cluster_detected({"TPU_WORKER_HOSTNAMES": "a,b"}) == "TPU pod"
+  assert devices.cluster_detected({"TPU_WORKER_HOSTNAMES": "a"}) is None
+  assert devices.cluster_detected({"JAX_COORDINATOR_ADDRESS": "h:1"}) == "JAX"
+  assert devices.initialize_distributed(environ={}) is False  # alone: nothing started
+
+
+def test_the_cli_reports_an_unreachable_coordinator_in_one_line(tmp_path):
+  start = time.monotonic()
+  done = subprocess.run(
+      _cmd(str(tmp_path / "w"), f"--coordinator=localhost:{_free_port()}", "--num_processes=2",
+           "--process_id=1", "--distributed_timeout=2"),
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2
+  lines = done.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: --coordinator=localhost:"), done.stderr
+  assert "could not be reached within 2 s" in lines[0]
+  assert time.monotonic() - start < 60
+
+
+def test_two_processes_train_like_one_and_resume_after_one_dies(tmp_path, reference):
+  """Kill process 1 after checkpoint 20: process 0 leaves with one line
+  (exit 5) well within the timeout; the same two commands again resume and
+  end with the one-process run's metrics; one process also resumes the two
+  processes' checkpoint to the same end."""
+  workdir, logs = str(tmp_path / "run"), str(tmp_path)
+  procs = _start(workdir, _free_port(), logs)
+  manifest = os.path.join(workdir, "checkpoint_hashes", "20.json")
+  deadline = time.monotonic() + 240
+  while not os.path.exists(manifest):
+    assert time.monotonic() < deadline and procs[0].poll() is None, open(
+        os.path.join(logs, "p0.log")).read()[-2000:]
+    time.sleep(0.02)
+  procs[1].send_signal(signal.SIGKILL)
+  killed = time.monotonic()
+  assert procs[0].wait(timeout=TIMEOUT_S + 30) == 5
+  assert time.monotonic() - killed < TIMEOUT_S + 10
+  procs[1].wait()
+  with open(os.path.join(logs, "p0.log")) as f:
+    errors = [line for line in f.read().splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "another process probably died" in errors[0], errors
+  assert not os.path.exists(os.path.join(workdir, "summary.json"))
+
+  alone = str(tmp_path / "alone")
+  shutil.copytree(workdir, alone, ignore=shutil.ignore_patterns(".lock"))
+
+  procs = _start(workdir, _free_port(), logs)
+  for i, p in enumerate(procs):
+    assert p.wait(timeout=300) == 0, open(os.path.join(logs, f"p{i}.log")).read()[-2000:]
+    with open(os.path.join(logs, f"p{i}.log")) as f:
+      assert "delayed_recall lag=3" in f.read().splitlines()[-1]  # the summary line
+  _assert_same_run(workdir, reference)  # also: no line logged twice (process 1 logs none)
+
+  done = subprocess.run(_cmd(alone), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  _assert_same_run(alone, reference)
