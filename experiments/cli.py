@@ -218,7 +218,9 @@ def parse_flags(argv: list[str]) -> list[str]:
       keep_freed_host_memory()
       return rest
   except DistributedError as err:
-    problem = str(err)
+    # At once: a runtime that did start would wait for the others at its shutdown.
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    os._exit(2)  # pylint: disable=protected-access
   except OSError as err:  # an override applied to a config that failed to load
     problem = f"a config file could not be loaded ({_first_line(err)})"
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:

@@ -577,8 +577,11 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0,
   Raises:
     DistributedError: some but not all of the three given, a value out of
       range, a ``coordinator`` that is no ``host:port``, or a runtime that
-      did not start within ``timeout_s`` (coordinator unreachable, fewer
-      processes than ``num_processes`` arrived, two with one id): one line.
+      did not start within ``timeout_s`` (coordinator unreachable), or whose
+      process count is not ``num_processes`` (process 0 was given another):
+      one line. Where the runtime itself finds the fault (fewer processes
+      than process 0's ``num_processes`` arrived within ``timeout_s``, two
+      with one id), it stops the process with its own message.
   """
   given = [bool(coordinator), num_processes != 0, process_id != -1]
   if not checks.is_int(timeout_s) or timeout_s < 1:
@@ -617,6 +620,10 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0,
                            f"({where}): {text}; check that every process got the same "
                            "--coordinator and --num_processes, a distinct --process_id, and "
                            "that process 0 runs and its port is reachable") from None
+  if all(given) and jax.process_count() != num_processes:
+    raise DistributedError(f"--num_processes={num_processes}, but process 0 at {coordinator} "
+                           f"started a run of {jax.process_count()} processes; give every "
+                           "process the same --num_processes")
   return jax.process_count() > 1
 
 
