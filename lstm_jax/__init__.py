@@ -39,8 +39,8 @@ from lstm_jax.cells import (BASELINES, CELL_NAMES, MIN_CELLS, VARIANTS, Cell, LS
                             lstm_gates_from_preactivations, lstm_preactivations, lstm_step,
                             make_cell)
 from lstm_jax.mincells import mingru_step, minlstm_step
-from lstm_jax.sequence import (bidirectional_rnn, init_stack, rnn, scan_layer,
-                               stacked_rnn)
+from lstm_jax.sequence import (Regularization, bidirectional_rnn, init_stack, rnn,
+                               scan_layer, stacked_rnn)
 
 __version__ = "0.1.0"
 
@@ -55,8 +55,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "BASELINES", "CELL_NAMES", "MIN_CELLS", "VARIANTS", "Cell", "LSTMGates", "LSTMState",
-    "LSTMVariant", "bidirectional_rnn", "checks", "elman_step", "fused", "gates", "gru_step",
-    "init", "interop", "init_stack", "lstm_gates", "lstm_gates_from_preactivations",
-    "lstm_preactivations", "lstm_step", "make_cell", "mincells", "mingru_step",
-    "minlstm_step", "rnn", "scan_layer", "stacked_rnn",
+    "LSTMVariant", "Regularization", "bidirectional_rnn", "checks", "elman_step", "fused",
+    "gates", "gru_step", "init", "interop", "init_stack", "lstm_gates",
+    "lstm_gates_from_preactivations", "lstm_preactivations", "lstm_step", "make_cell",
+    "mincells", "mingru_step", "minlstm_step", "rnn", "scan_layer", "stacked_rnn",
 ]

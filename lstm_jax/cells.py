@@ -345,7 +345,8 @@ def lstm_step(params: Params, carry: LSTMState, x: Array,
   return LSTMState(h=v.h, c=v.c, gates=gates), v.h
 
 
-def gru_step(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
+def gru_step(params: Params, carry: Array, x: Array,
+             recurrent_input: Array | None = None) -> tuple[Array, Array]:
   """One GRU step (Cho et al. 2014), reset applied after the recurrent matmul.
 
   Gate order r, z, n (as ``torch.nn.GRU`` and ``flax.linen.GRUCell``)::
@@ -362,6 +363,10 @@ def gru_step(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
     params: ``w_x [I, 3H]``, ``w_h [H, 3H]``, ``b [3H]``, ``b_hn [H]``.
     carry: ``[B, H]`` previous hidden state.
     x: ``[B, I]`` input.
+    recurrent_input: ``[B, H]``, what enters the recurrent matmul in place of
+      ``h_prev`` (``h_prev W_h`` becomes ``recurrent_input W_h``; the update
+      still mixes in ``h_prev``), e.g. ``h_prev`` times a recurrent-dropout
+      mask; ``None``: ``h_prev``.
 
   Returns:
     ``(h, h)``, each ``[B, H]``.
@@ -369,7 +374,7 @@ def gru_step(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
   zx = x @ params["w_x"]
   if "b" in params:
     zx = zx + params["b"]
-  zh = carry @ params["w_h"]
+  zh = (carry if recurrent_input is None else recurrent_input) @ params["w_h"]
   xr, xz, xn = G.split_gates(zx, 3)
   hr, hz, hn = G.split_gates(zh, 3)
   if "b_hn" in params:

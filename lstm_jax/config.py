@@ -19,6 +19,13 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     model.readout_init  initialiser of the readout ("uniform": U[-init_scale, init_scale])
     model.gate_bias_steps  (input, output) steps of the "hs1997" gate-bias staircase
                       (set only where a config needs it; default (1.0, 1.0))
+    model.dropout_in, model.dropout_out  dropout on each layer's inputs / outputs
+                      at training (rates in [0, 1); 0.0: off, the default)
+    model.recurrent_dropout  variational recurrent dropout: one mask of h_{t-1}
+                      per sequence, shared over time (LSTM, GRU, Elman)
+    model.zoneout_c, model.zoneout_h  zoneout of the cell state c (LSTM) and of
+                      h: a unit keeps its previous value with this probability
+                      (lstm_jax.Regularization; evaluation is deterministic)
     task_params.output_units  "task" (the task's loss) or "sigmoid" (sigmoid
                       units on squared error, the 1997 nets)
     optimizer.name, optimizer.learning_rate, optimizer.schedule,
@@ -80,6 +87,7 @@ from lstm_jax import online
 from lstm_jax.devices import Placement
 from lstm_jax.diagnostics import GRADIENTS as DIAGNOSTICS_GRADIENTS
 from lstm_jax.models import SequenceModel, make_model
+from lstm_jax.sequence import Regularization
 from lstm_jax.tasks import TASK_NAMES, Task, make_task
 from lstm_jax.training import OPTIMIZERS, SCHEDULES
 
@@ -116,7 +124,8 @@ def default_config() -> ml_collections.ConfigDict:
       cell="vanilla", hidden_size=32, num_layers=1, proj_size=0,
       kernel_init="lecun_normal", recurrent_init="orthogonal", bias_init="forget",
       forget_bias=1.0, chrono_t_max=0.0, init_scale=0.1, block_size=1,
-      truncated_gradient=False, input_to_output=False, readout_init="lecun_normal"))
+      truncated_gradient=False, input_to_output=False, readout_init="lecun_normal",
+      dropout_in=0.0, dropout_out=0.0, recurrent_dropout=0.0, zoneout_c=0.0, zoneout_h=0.0))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0,
       grad_clip=1.0, weight_decay=0.0))
@@ -199,11 +208,14 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
     options["chrono_t_max"] = float(m.chrono_t_max or 1.5 * task.max_length)
   else:
     options.pop("chrono_t_max", None)
+  regularization = Regularization(**{name: m.get(name, 0.0)
+                                      for name in Regularization._fields})
   try:
     model = make_model(m.cell, m.hidden_size, task.output_size, num_layers=m.num_layers,
                        proj_size=m.proj_size, remat=config.remat, truncate=config.tbptt,
                        impl=config.impl, input_to_output=m.get("input_to_output", False),
-                       readout_init=m.get("readout_init", "lecun_normal"), **options)
+                       readout_init=m.get("readout_init", "lecun_normal"),
+                       regularization=regularization, **options)
   except ValueError as err:
     raise _error(err, _MODEL_FIELDS, "model") from None
   if config.get("update_every", "sequence") == "step":

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from lstm_jax import checks
 from lstm_jax import init as initializers
 from lstm_jax.cells import Cell, make_cell
-from lstm_jax.sequence import IMPLS, Remat, init_stack, remat_policy, resolve_impl, run_layers
+from lstm_jax.sequence import (IMPLS, Regularization, Remat, init_stack, remat_policy,
+                               resolve_impl, run_layers, sequence_keys)
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -38,14 +39,19 @@ class SequenceModel:
     truncate: truncated BPTT: the gradient through the recurrent state is cut
       every ``truncate`` steps (0: full backpropagation through time).
     impl: how the layers are computed (:data:`lstm_jax.sequence.IMPLS`);
-      ``"fused"`` is refused here when the cell, ``remat`` or ``truncate``
-      rule it out.
+      ``"fused"`` is refused here when the cell, ``remat``, ``truncate`` or
+      a regulariser inside the recurrence rules it out (``"parallel"``
+      likewise; ``"auto"`` then runs the plain scan).
     input_to_output: direct connections from the input to the readout
       (``+ x_t W_in``), as in several 1997 experiments: the cells are then
       free to hold what the current input does not tell.
     readout_init: initialiser of ``W_out`` (and ``W_in``), a name from
       :data:`lstm_jax.init.KERNEL_INITS` (``"uniform"`` uses the cell's
       ``init_scale``).
+    regularization: dropout, variational recurrent dropout and zoneout at
+      training (:class:`lstm_jax.sequence.Regularization`; all off by
+      default), kept checked (rates in ``[0, 1)``, each applicable to the
+      cell).
   """
   cell: Cell
   num_layers: int
@@ -55,6 +61,7 @@ class SequenceModel:
   impl: str = "auto"
   input_to_output: bool = False
   readout_init: str = "lecun_normal"
+  regularization: Regularization = Regularization()
 
   def __post_init__(self):
     if not isinstance(self.cell, Cell):
@@ -63,7 +70,12 @@ class SequenceModel:
     checks.integer("output_size", self.output_size, 1)
     object.__setattr__(self, "remat", remat_policy(self.remat))
     checks.integer("truncate", self.truncate, 0, meaning="0: no truncation")
-    resolve_impl(self.cell, checks.choice("impl", self.impl, IMPLS), self.remat, self.truncate)
+    if not isinstance(self.regularization, Regularization):
+      checks.fail("regularization", self.regularization,
+                  "expected an lstm_jax.Regularization")
+    object.__setattr__(self, "regularization", self.regularization.check(self.cell))
+    resolve_impl(self.cell, checks.choice("impl", self.impl, IMPLS), self.remat, self.truncate,
+                 noise=self.regularization.in_recurrence)
     checks.boolean("input_to_output", self.input_to_output)
     checks.choice("readout_init", self.readout_init, initializers.KERNEL_INITS)
 
@@ -80,8 +92,18 @@ class SequenceModel:
     return {"rnn": init_stack(self.cell, k_rnn, input_size, self.num_layers),
             "readout": readout}
 
-  def apply(self, params: Params, inputs: Array, lengths: Array | None = None) -> Array:
+  def apply(self, params: Params, inputs: Array, lengths: Array | None = None,
+            key: Array | None = None, *, train: bool = False) -> Array:
     """Outputs ``[B, T, O]`` for inputs ``[B, T, I]`` and lengths ``[B]``.
+
+    With ``train=True`` and a regulariser on, the dropout masks and zoneout
+    draws of sequence ``b`` come from ``fold_in(key, b)`` (``key``: one PRNG
+    key), or from ``key[b]`` when ``key`` holds ``[B]`` per-sequence keys
+    (so a batch split over devices draws what the whole batch would). With
+    ``train=False`` (evaluation) or every rate 0, ``key`` is not used and the
+    result is deterministic: dropout is the identity and zoneout its
+    expectation ``z s_{t-1} + (1 - z) s~_t``; with every rate 0 the program
+    is the one of a model without regularisation.
 
     ``y_t = h_t W_out + b_out`` with ``h_t`` the top layer's output. Jit-able
     and vmap-able; parameter shapes are checked at trace time. The readout
@@ -98,11 +120,20 @@ class SequenceModel:
       except ValueError as err:
         raise ValueError(f"params['rnn'][{k}]: {err}") from None
       size = self.cell.output_size
+    reg = self.regularization
+    keys = None
+    if checks.boolean("train", train) and reg.active:
+      if key is None:
+        raise ValueError("key=None is not allowed with train=True and regularization on; "
+                         "expected a PRNG key (or one per sequence)")
+      keys = sequence_keys(key, inputs.shape[0])
     dtypes = [inputs.dtype, *(x.dtype for x in jax.tree_util.tree_leaves(params["rnn"]))]
-    impl = resolve_impl(self.cell, self.impl, self.remat, self.truncate, dtypes)
+    impl = resolve_impl(self.cell, self.impl, self.remat, self.truncate, dtypes,
+                        noise=reg.in_recurrence)
     ys, _ = run_layers(self.cell, params["rnn"], jnp.swapaxes(inputs, 0, 1), None, lengths,
                        remat=self.remat, truncate=self.truncate, impl=impl,
-                       emit=lambda y: y @ readout["w"] + readout["b"])
+                       emit=lambda y: y @ readout["w"] + readout["b"],
+                       regularization=reg if reg.active else None, keys=keys)
     ys = jnp.swapaxes(ys, 0, 1)
     if self.input_to_output:  # one matmul over all steps; padded inputs are zero
       ys = ys + inputs.astype(ys.dtype) @ readout["w_in"]
@@ -112,8 +143,10 @@ class SequenceModel:
 def make_model(cell: str, hidden_size: int, output_size: int, *, num_layers: int = 1,
                proj_size: int = 0, remat: Remat = "none", truncate: int = 0,
                impl: str = "auto", input_to_output: bool = False,
-               readout_init: str = "lecun_normal", **cell_options: Any) -> SequenceModel:
+               readout_init: str = "lecun_normal",
+               regularization: Regularization = Regularization(),
+               **cell_options: Any) -> SequenceModel:
   """Build a :class:`SequenceModel` from a cell name (see :func:`lstm_jax.make_cell`)."""
   return SequenceModel(make_cell(cell, hidden_size, proj_size=proj_size, **cell_options),
                        num_layers, output_size, remat, truncate, impl, input_to_output,
-                       readout_init)
+                       readout_init, regularization)

@@ -66,6 +66,9 @@ def unsupported(model: SequenceModel, task: Any) -> str | None:
     return f"proj_size={cell.proj_size}"
   if model.num_layers != 1:
     return f"num_layers={model.num_layers} (one layer of memory cells)"
+  if model.regularization.active:
+    return ("dropout, recurrent dropout or zoneout (per-step learning has no "
+            "regularisation; set every model rate to 0.0)")
   if getattr(task, "output_units", "task") != "sigmoid":
     return "output units of the task's own loss (set task_params.output_units='sigmoid')"
   return None

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,7 @@ import numpy as np
 from lstm_jax import checks
 from lstm_jax import fused
 from lstm_jax import mincells
-from lstm_jax.cells import Cell, Params
+from lstm_jax.cells import Cell, Params, gru_step
 
 Array = jax.Array
 State = Any
@@ -168,6 +168,174 @@ def remat_chunk(remat: str | int, time: int) -> int:
   return remat if isinstance(remat, int) else 0
 
 
+class Regularization(NamedTuple):
+  """Regularisers of a stack's training run, each a rate in ``[0, 1)`` (0: off).
+
+  Hashable (a static option of jitted code). At training each draws fresh
+  randomness from a per-sequence key; at evaluation (no key) each is
+  deterministic: dropout and recurrent dropout are the identity, zoneout is
+  its expectation.
+
+  Attributes:
+    dropout_in: dropout on every layer's input ``x_t`` (``[T, B, I]``), a new
+      mask per step: ``x_t * m_t / (1 - p)``, ``m_t ~ Bernoulli(1 - p)``.
+    dropout_out: dropout on every layer's output ``y_t`` (the top layer's
+      before the readout), a new mask per step.
+    recurrent_dropout: variational recurrent dropout (Gal & Ghahramani 2016):
+      ``h_{t-1}`` enters the recurrent matmul as ``h_{t-1} * m / (1 - p)``
+      with one mask ``m ~ Bernoulli(1 - p)`` of ``[R]`` per sequence and
+      layer, shared by all steps (the carried ``h`` itself is not masked; a
+      GRU's update ``u * h_{t-1}`` reads it unmasked). LSTM, GRU and Elman
+      cells (minGRU and minLSTM have no recurrent matmul).
+    zoneout_c: zoneout of the LSTM cell state (Krueger et al. 2016):
+      ``c_t = d * c_{t-1} + (1 - d) * c~_t`` with ``d ~ Bernoulli(z)`` per
+      unit and step at training, ``c_t = z c_{t-1} + (1 - z) c~_t`` at
+      evaluation (``c~_t`` the cell's own update).
+    zoneout_h: the same for ``h`` (the carry of a GRU, Elman RNN, minGRU or
+      minLSTM); the layer's output is the zoned-out ``h_t``.
+  """
+  dropout_in: float = 0.0
+  dropout_out: float = 0.0
+  recurrent_dropout: float = 0.0
+  zoneout_c: float = 0.0
+  zoneout_h: float = 0.0
+
+  def check(self, cell: Cell | None = None) -> "Regularization":
+    """The rates as floats, each checked to lie in ``[0, 1)`` (and, with
+    ``cell``, to apply to it).
+
+    Raises:
+      ValueError: one line naming the field, e.g. ``zoneout_c=1.0 is not
+        allowed; ...``.
+    """
+    rates = {}
+    for name, value in self._asdict().items():
+      ok = (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)) and 0 <= value < 1)
+      if not ok:
+        checks.fail(name, value, "expected a rate in [0, 1) (0: off)")
+      rates[name] = float(value)
+    reg = Regularization(**rates)
+    if cell is not None:
+      if reg.recurrent_dropout and cell.kind not in ("lstm", "gru", "elman"):
+        checks.fail("recurrent_dropout", reg.recurrent_dropout,
+                    f"cell kind {cell.kind!r} has no recurrent matmul; allowed: 0.0, or an "
+                    "LSTM, GRU or Elman cell")
+      if reg.zoneout_c and cell.kind != "lstm":
+        checks.fail("zoneout_c", reg.zoneout_c, f"cell kind {cell.kind!r} has no cell state "
+                    "c; allowed: 0.0 (zoneout_h acts on its state h)")
+    return reg
+
+  @property
+  def active(self) -> bool:
+    """Whether any rate is non-zero."""
+    return any(self)
+
+  @property
+  def in_recurrence(self) -> bool:
+    """Whether a regulariser acts inside the recurrence (recurrent dropout,
+    zoneout): the layer then runs on the plain scan."""
+    return bool(self.recurrent_dropout or self.zoneout_c or self.zoneout_h)
+
+
+class StateNoise(NamedTuple):
+  """The regularisers inside one layer's recurrence (:func:`scan_layer`).
+
+  Attributes:
+    recurrent_dropout, zoneout_c, zoneout_h: as in :class:`Regularization`.
+    keys: ``[B]`` per-sequence PRNG keys at training; ``None`` at evaluation.
+  """
+  recurrent_dropout: float = 0.0
+  zoneout_c: float = 0.0
+  zoneout_h: float = 0.0
+  keys: Array | None = None
+
+
+def fold_rows(keys: Array, data: int) -> Array:
+  """``fold_in(keys[b], data)`` for every row ``b`` of ``[B]`` keys."""
+  return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, data)
+
+
+def sequence_keys(key: Array, batch: int) -> Array:
+  """``[B]`` per-sequence keys ``fold_in(key, b)`` from one key, so a
+  sequence's randomness depends on its index in the batch, not on how the
+  batch is split over devices; ``[B]`` keys are returned as they are.
+  Raw ``uint32`` keys are wrapped (:func:`jax.random.wrap_key_data`)."""
+  if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)
+  if key.shape == (batch,):
+    return key
+  if key.shape != ():
+    raise ValueError(f"key: expected one PRNG key or {batch} (one per sequence), got shape "
+                     f"{tuple(key.shape)}")
+  return jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(batch))
+
+
+def dropout(xs: Array, rate: float, keys: Array) -> Array:
+  """Inverted dropout of time-major ``xs [T, B, F]``: ``xs * m / (1 - rate)``
+  with ``m ~ Bernoulli(1 - rate)`` per step and unit, row ``b`` drawn from
+  ``keys[b]`` (``[B]`` keys)."""
+  keep = 1.0 - rate
+  mask = jax.vmap(lambda k: jax.random.bernoulli(k, keep, (xs.shape[0], xs.shape[2])))(keys)
+  return jnp.where(jnp.swapaxes(mask, 0, 1), xs / jnp.asarray(keep, xs.dtype),
+                   jnp.zeros((), xs.dtype))
+
+
+def recurrent_mask(keys: Array, rate: float, size: int) -> Array:
+  """The variational recurrent-dropout mask of a layer: ``[B, size]`` float32,
+  ``m / (1 - rate)`` with ``m ~ Bernoulli(1 - rate)`` drawn from
+  ``fold_in(keys[b], 2)``, the same at every step of sequence ``b``."""
+  keep = 1.0 - rate
+  draw = lambda k: jax.random.bernoulli(k, keep, (size,))
+  return jax.vmap(draw)(fold_rows(keys, _RECURRENT)).astype(jnp.float32) / keep
+
+
+# Purposes folded into a layer's per-sequence keys.
+_DROP_IN, _DROP_OUT, _RECURRENT, _ZONEOUT, _BACKWARD = 0, 1, 2, 3, 4
+
+
+def _noisy(cell: Cell, step: Callable[..., Any], noise: StateNoise
+           ) -> Callable[[Params, Any, Array, Array], tuple[Any, Array]]:
+  """``step(params, carry, x)`` with recurrent dropout and zoneout, as
+  ``(params, carry, x, t) -> (carry, y)`` (``t`` the step's time index)."""
+  lstm = cell.kind == "lstm"
+  keys = noise.keys
+  rec_mask = None
+  if keys is not None and noise.recurrent_dropout:
+    rec_mask = recurrent_mask(keys, noise.recurrent_dropout, cell.output_size)
+  zone_keys = None if keys is None else fold_rows(keys, _ZONEOUT)
+
+  def zone(rate, old, fresh, which, t):
+    if not rate:
+      return fresh
+    if zone_keys is None:
+      return (rate * old + (1.0 - rate) * fresh).astype(fresh.dtype)
+    keys_t = fold_rows(fold_rows(zone_keys, t), which)
+    d = jax.vmap(lambda k: jax.random.bernoulli(k, rate, old.shape[1:]))(keys_t)
+    return jnp.where(d, old, fresh)
+
+  def run(params, carry, x, t):
+    if rec_mask is None:
+      new, y = step(params, carry, x)
+    elif lstm:
+      new, y = step(params, carry._replace(h=carry.h * rec_mask.astype(carry.h.dtype)), x)
+    elif cell.kind == "gru":
+      new, y = gru_step(params, carry, x, carry * rec_mask.astype(carry.dtype))
+    else:
+      new, y = step(params, carry * rec_mask.astype(carry.dtype), x)
+    if noise.zoneout_c or noise.zoneout_h:
+      if lstm:
+        c = zone(noise.zoneout_c, carry.c, new.c, 0, t)
+        h = zone(noise.zoneout_h, carry.h, new.h, 1, t)
+        new, y = new._replace(h=h, c=c), h
+      else:
+        new = zone(noise.zoneout_h, carry, new, 1, t)
+        y = new
+    return new, y
+
+  return run
+
+
 IMPLS = ("auto", "fused", "scan", "parallel")
 """How a layer is computed and differentiated: ``"scan"`` is JAX's automatic
 differentiation of the scanned step; ``"fused"`` is :mod:`lstm_jax.fused` (a
@@ -230,7 +398,8 @@ def parallel_pays(cell: Cell, batch: int, platform: str | None = None) -> bool:
 
 
 def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int = 0,
-                 dtypes: Sequence[Any] | None = None, batch: int | None = None) -> str:
+                 dtypes: Sequence[Any] | None = None, batch: int | None = None, *,
+                 noise: bool = False) -> str:
   """``"fused"``, ``"parallel"`` or ``"scan"``: how a layer of ``cell`` is computed.
 
   The one place that decides. ``"auto"`` is ``"parallel"`` for a cell linear
@@ -252,6 +421,10 @@ def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int
       cell, ``remat`` and ``truncate`` are judged.
     batch: the batch size (for ``"auto"`` on a linear cell:
       :func:`parallel_pays`), or ``None`` when not known yet.
+    noise: whether a regulariser acts inside the recurrence (recurrent
+      dropout, zoneout: :attr:`Regularization.in_recurrence`); neither the
+      fused layer nor the parallel form covers one, so ``"auto"`` is then
+      ``"scan"``.
 
   Returns:
     ``"fused"``, ``"parallel"`` or ``"scan"``; ``"auto"`` only for a linear
@@ -265,7 +438,7 @@ def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int
   if impl == "scan":
     return "scan"
   if impl == "parallel" or (impl == "auto" and cell.linear):
-    reason = parallel_reason(cell, remat, truncate)
+    reason = parallel_reason(cell, remat, truncate, noise)
     if reason is None and impl == "auto" and batch is None:
       return "auto"
     if reason is None and (impl == "parallel" or parallel_pays(cell, batch)):
@@ -274,7 +447,7 @@ def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int
       checks.fail("impl", impl, f"the parallel form does not cover {reason}; use "
                   "impl='auto' or impl='scan'")
     return "scan"
-  reason = fused_reason(cell, dtypes, remat, truncate)
+  reason = fused_reason(cell, dtypes, remat, truncate, noise)
   if reason is None:
     return "fused"
   if impl == "fused":
@@ -285,7 +458,12 @@ def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int
   return "scan"
 
 
-def parallel_reason(cell: Cell, remat: str | int = "none", truncate: int = 0) -> str | None:
+_NOISE_REASON = ("recurrent dropout or zoneout (they act inside the recurrence; the plain "
+                 "scan runs them)")
+
+
+def parallel_reason(cell: Cell, remat: str | int = "none", truncate: int = 0,
+                    noise: bool = False) -> str | None:
   """Why the parallel form (:func:`lstm_jax.mincells.parallel_layer`) does not
   cover a layer, or ``None`` when it does.
 
@@ -295,6 +473,7 @@ def parallel_reason(cell: Cell, remat: str | int = "none", truncate: int = 0) ->
     remat: the normalised memory policy (the parallel form has no per-step or
       segment recompute: only ``"none"``).
     truncate: truncated BPTT interval (only 0).
+    noise: a regulariser inside the recurrence (:func:`resolve_impl`).
   """
   if not cell.linear:
     return (f"cell kind {cell.kind!r} (its step is not linear in the state; only "
@@ -303,11 +482,13 @@ def parallel_reason(cell: Cell, remat: str | int = "none", truncate: int = 0) ->
     return f"remat={remat!r} (the parallel form stores every step; use remat='none')"
   if truncate:
     return f"truncate={truncate} (truncated BPTT runs on the plain scan)"
+  if noise:
+    return _NOISE_REASON
   return None
 
 
 def fused_reason(cell: Cell, dtypes: Sequence[Any] | None = None, remat: str | int = "none",
-                 truncate: int = 0) -> str | None:
+                 truncate: int = 0, noise: bool = False) -> str | None:
   """Why :mod:`lstm_jax.fused` does not cover a layer, or ``None`` when it does.
 
   Args:
@@ -317,12 +498,15 @@ def fused_reason(cell: Cell, dtypes: Sequence[Any] | None = None, remat: str | i
     remat: the layer's normalised memory policy (the fused layer covers
       ``"none"``, ``"sqrt"`` and segment lengths, not per-step ``"step"``).
     truncate: truncated BPTT interval (the fused layer covers only 0).
+    noise: a regulariser inside the recurrence (:func:`resolve_impl`).
   """
   if remat == "step":
     return ("remat='step' (the fused layer recomputes whole segments: use remat='sqrt' "
             "or a segment length)")
   if truncate:
     return f"truncate={truncate} (truncated BPTT runs on the plain scan)"
+  if noise:
+    return _NOISE_REASON
   return fused.unsupported(cell, dtypes)
 
 
@@ -335,7 +519,8 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
                lengths: Array | None = None, *, reverse: bool = False,
                unroll: int = 1, remat: Remat = False,
                emit: Callable[[Array], Array] | None = None,
-               truncate: int = 0, impl: str = "auto") -> tuple[Array, State]:
+               truncate: int = 0, impl: str = "auto",
+               noise: StateNoise | None = None) -> tuple[Array, State]:
   """The bare scan of ``cell.step`` over time (no shape checks, no jit).
 
   Meant for use inside a caller's own ``jit``; :func:`rnn` is the checked entry.
@@ -368,6 +553,10 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
     impl: ``"auto"`` (resolved here), ``"fused"`` (already resolved: the
       fused layer), ``"parallel"`` (already resolved: the prefix scan; ``unroll``
       is not used) or ``"scan"`` (:data:`IMPLS`).
+    noise: recurrent dropout and zoneout (:class:`StateNoise`; ``None``:
+      none); runs on the plain scan only. At step ``t`` (the time index,
+      also in a reverse scan) zoneout draws from ``fold_in(fold_in(key_b,
+      3), t)``; the recurrent-dropout mask from ``fold_in(key_b, 2)``.
 
   Returns:
     ``(ys [T, B, R], final_state)`` (``ys = emit(y)`` per step with ``emit``);
@@ -376,7 +565,10 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
   remat = remat_policy(remat)
   if impl == "auto":
     impl = resolve_impl(cell, impl, remat, truncate, _dtypes(params, xs, state),
-                        batch=xs.shape[1])
+                        batch=xs.shape[1], noise=noise is not None)
+  if noise is not None and impl != "scan":
+    raise ValueError(f"impl={impl!r} is not allowed; the {impl} form does not cover "
+                     f"{_NOISE_REASON}; allowed: 'scan' or 'auto'")
   time = xs.shape[0]
   chunk = remat_chunk(remat, time)
   if impl == "fused":
@@ -385,10 +577,12 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
   if impl == "parallel":
     return mincells.parallel_layer(cell.kind, params, xs, state, lengths, reverse=reverse,
                                    emit=emit)
-  step = cell.step
+  step = cell.step if noise is None else _noisy(cell, cell.step, noise)
+  when = (lambda t: ()) if noise is None else (lambda t: (t,))
   if remat == "step" or chunk:
     step = jax.checkpoint(step)
-  masked = lengths is not None or bool(chunk and time % chunk) or truncate > 0
+  masked = (lengths is not None or bool(chunk and time % chunk) or truncate > 0
+            or noise is not None)
   if masked and lengths is None:
     lengths = jnp.full((xs.shape[1],), time, jnp.int32)
 
@@ -404,7 +598,7 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
       cut = since_start % truncate == 0
       carry = jax.tree_util.tree_map(
           lambda c: jnp.where(cut, jax.lax.stop_gradient(c), c), carry)
-    new, y = step(params, carry, x)
+    new, y = step(params, carry, x, *when(t))
     valid = t < lengths
     return _masked(valid, new, carry), out(_masked(valid, y, jnp.zeros_like(y)))
 
@@ -440,7 +634,9 @@ def run_layers(cell: Cell, layers: Sequence[Any], xs: Array,
                states: Sequence[Any] | None = None, lengths: Array | None = None, *,
                bidirectional: bool = False, reverse: bool = False, unroll: int = 1,
                remat: str | int = "none", truncate: int = 0, impl: str = "auto",
-               emit: Callable[[Array], Array] | None = None) -> tuple[Array, tuple[Any, ...]]:
+               emit: Callable[[Array], Array] | None = None,
+               regularization: Regularization | None = None,
+               keys: Array | None = None) -> tuple[Array, tuple[Any, ...]]:
   """The layers of a stack, one after another, time-major (no validation, no jit).
 
   Layer ``k > 0`` reads layer ``k - 1``'s outputs (both directions
@@ -458,7 +654,15 @@ def run_layers(cell: Cell, layers: Sequence[Any], xs: Array,
     lengths, reverse, unroll, remat, truncate, impl: as for :func:`scan_layer`.
     emit: applied to the top layer's output at each step, inside its scan
       (e.g. a readout), so the top layer's ``[T, B, R]`` outputs are never
-      stored; not with ``bidirectional``.
+      stored (except at training with ``dropout_out``, which acts on them
+      before ``emit``); not with ``bidirectional``.
+    regularization: dropout, recurrent dropout and zoneout
+      (:class:`Regularization`, checked; ``None``: none). Layer ``k`` draws
+      from ``fold_in(keys[b], k)`` for sequence ``b``, folded again with 0
+      (input dropout), 1 (output dropout), 2 (recurrent mask), 3 (zoneout;
+      a bidirectional layer's backward direction folds 4 first).
+    keys: ``[B]`` per-sequence PRNG keys at training (:func:`sequence_keys`);
+      ``None`` at evaluation (dropout off, zoneout its expectation).
 
   Returns:
     ``(ys [T, B, D*R] or the emitted values, finals)``, one final state (or
@@ -471,20 +675,40 @@ def run_layers(cell: Cell, layers: Sequence[Any], xs: Array,
   run = functools.partial(scan_layer, cell, lengths=lengths, unroll=unroll, remat=remat,
                           truncate=truncate, impl=impl)
   states = (None,) * len(layers) if states is None else states
+  reg = Regularization() if regularization is None else regularization
+  train = keys is not None
   finals = []
   h = xs
   for k, (params, state) in enumerate(zip(layers, states)):
+    layer_keys = fold_rows(keys, k) if train and reg.active else None
+    noise = None
+    if reg.in_recurrence:
+      noise = StateNoise(reg.recurrent_dropout, reg.zoneout_c, reg.zoneout_h, layer_keys)
+    if train and reg.dropout_in:
+      h = dropout(h, reg.dropout_in, fold_rows(layer_keys, _DROP_IN))
+    drop_out = train and reg.dropout_out
     if bidirectional:
       s_f, s_b = state if state is not None else (None, None)
-      y_f, f_f = run(params["fwd"], h, zero() if s_f is None else s_f, reverse=False)
-      y_b, f_b = run(params["bwd"], h, zero() if s_b is None else s_b, reverse=True)
+      noise_b = noise
+      if noise is not None and noise.keys is not None:  # the directions draw apart
+        noise_b = noise._replace(keys=fold_rows(noise.keys, _BACKWARD))
+      y_f, f_f = run(params["fwd"], h, zero() if s_f is None else s_f, reverse=False,
+                     noise=noise)
+      y_b, f_b = run(params["bwd"], h, zero() if s_b is None else s_b, reverse=True,
+                     noise=noise_b)
       h = jnp.concatenate([y_f, y_b], axis=-1)
       finals.append((f_f, f_b))
     else:
       top = k == len(layers) - 1
+      late = top and emit is not None and drop_out  # dropout before the readout
       h, final = run(params, h, zero() if state is None else state, reverse=reverse,
-                     emit=emit if top else None)
+                     emit=emit if top and not late else None, noise=noise)
       finals.append(final)
+      if late:
+        h = emit(dropout(h, reg.dropout_out, fold_rows(layer_keys, _DROP_OUT)))
+        continue
+    if drop_out:
+      h = dropout(h, reg.dropout_out, fold_rows(layer_keys, _DROP_OUT))
   return h, tuple(finals)
 
 

@@ -7,8 +7,11 @@ split over the devices and vmapped or run one by one on each, as the run's
 :class:`lstm_jax.devices.Placement` says. A single run is ``S = 1``.
 
 Determinism: the batch of step ``n`` of seed ``s`` is drawn with
-``fold_in(fold_in(data_key_s, n))``, so a resumed run sees exactly the data an
-uninterrupted run would have seen.
+``fold_in(data_key_s, n)``, so a resumed run sees exactly the data an
+uninterrupted run would have seen. Dropout and zoneout at that step (a
+model's ``regularization``) draw from ``fold_in(fold_in(fold_in(data_key_s,
+n), 1), b)`` for sequence ``b`` of the batch: the same on resume, and the
+same however the batch is split over devices.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_jax.devices import Placement
+from lstm_jax.devices import Placement, split_batch
 from lstm_jax.models import SequenceModel
+from lstm_jax.sequence import sequence_keys
 
 Array = jax.Array
 
@@ -117,9 +121,17 @@ def make_train_chunk(model: SequenceModel, task: Any, optimizer: optax.GradientT
   model = dataclasses.replace(model, impl=placement.layer_impl(model.impl))
 
   def step(state: TrainState, data_key: Array):
-    batch = task.sample(jax.random.fold_in(data_key, state.step), batch_size)
-    apply = placement.per_sequence(model.apply,
-                                   placement.splits(state.params, batch.inputs, True))
+    step_key = jax.random.fold_in(data_key, state.step)
+    batch = task.sample(step_key, batch_size)
+    split = placement.splits(state.params, batch.inputs, True)
+    if model.regularization.active:  # [B] keys drawn before any split of the batch
+      keys = sequence_keys(jax.random.fold_in(step_key, 1), batch.inputs.shape[0])
+      noisy = lambda params, inputs, lengths, keys: model.apply(params, inputs, lengths, keys,
+                                                                 train=True)
+      noisy = split_batch(noisy, placement.devices, batch_argnums=(1, 2, 3)) if split else noisy
+      apply = lambda params, inputs, lengths: noisy(params, inputs, lengths, keys)
+    else:
+      apply = placement.per_sequence(model.apply, split)
 
     def loss_fn(params):
       out = apply(params, batch.inputs, batch.lengths)
