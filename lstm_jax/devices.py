@@ -676,6 +676,14 @@ def to_host(tree: Any) -> Any:
   return jax.device_get(jax.tree_util.tree_map(one, tree))
 
 
+def any_process(flag: bool) -> bool:
+  """Whether ``flag`` holds on any process (every process calls it)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return bool(np.any(multihost_utils.process_allgather(np.int32(bool(flag)))))
+
+
 def broadcast(tree: Any) -> Any:
   """Process 0's ``tree`` (of arrays) on every process, as NumPy arrays; every
   process calls it with a tree of the same structure, shapes and dtypes."""

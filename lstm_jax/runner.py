@@ -749,9 +749,10 @@ class _Run:
           bar.set_postfix(loss=f"{np.mean(metrics['loss'][-1]):.4g}",
                           solved=f"{sum(s.solved for s in self.loop.seeds)}/"
                                  f"{len(self.loop.seeds)}")
-        if caught:
+        # Processes stop together: a signal that reached one stops all at this step.
+        if devices_lib.any_process(bool(caught)):
           self.save()
-          raise Interrupted(caught[0], self.step)
+          raise Interrupted(caught[0] if caught else signal.SIGTERM, self.step)
         if self.step % self.config.checkpoint_every < self.config.log_every:
           self.save()
       final = self.evaluate()
