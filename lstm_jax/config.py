@@ -35,10 +35,10 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     eval_size         held-out sequences per evaluation (at least the criterion's)
     seed, num_seeds   seeds seed..seed+num_seeds-1, trained as one program
     ensemble          how the seeds run (lstm_jax.devices): spread over the
-                      local devices, and on each device "vmap" (batched),
+                      devices of every process, and on each device "vmap" (batched),
                       "map" (one after another) or "auto" (map on CPU, vmap
                       on GPU/TPU)
-    split_batch       a single seed's batch split over the local devices
+    split_batch       a single seed's batch split over the devices of every process
                       (lstm_jax.devices): "auto" (where the step is big
                       enough to gain, devices.split_pays), "on" or "off"
     log_every, eval_every, checkpoint_every   intervals in updates
@@ -173,7 +173,7 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
 
   Args:
     config: an experiment config (:func:`default_config`).
-    devices: the run's devices (default ``jax.local_devices()``).
+    devices: the run's devices (default ``jax.devices()``: those of every process).
   """
   try:
     checks.choice("task", config.task, TASK_NAMES)
