@@ -109,7 +109,6 @@ def test_per_step_learning_matches_numpy_with_error_at_every_step(forget):
 def test_error_only_at_the_end_is_one_step_on_the_truncated_gradient():
   """No error before the last step, so no weight changes before it: the result
   is one plain gradient step on the sequence's (truncated) gradient."""
-  model = _model(True)
   task = make_task("hs4_adding", lag=6, output_units="sigmoid")
   model = make_model("vanilla", H, 1, block_size=S, truncated_gradient=True,
                      input_to_output=True)
@@ -121,7 +120,7 @@ def test_error_only_at_the_end_is_one_step_on_the_truncated_gradient():
                                             task.dense_targets(batch)[0], batch.mask[0],
                                             batch.lengths[0], 0.5)
     g = jax.grad(lambda p: task.loss(model.apply(p, batch.inputs, batch.lengths), batch))(params)
-  want = jax.tree.map(lambda p, d: p - 0.5 * d, params, g)
+    want = jax.tree.map(lambda p, d: p - 0.5 * d, params, g)
   for got_leaf, want_leaf in zip(jax.tree.leaves(new), jax.tree.leaves(want)):
     # the task computes its loss in float32
     np.testing.assert_allclose(np.asarray(got_leaf), np.asarray(want_leaf), rtol=1e-6, atol=1e-7)
