@@ -10,15 +10,17 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     model.hidden_size, model.num_layers, model.proj_size
     model.kernel_init, model.recurrent_init, model.bias_init, model.forget_bias,
     model.chrono_t_max (0: 3/2 of the task's max length), model.init_scale
-    model.<LSTMVariant field>  any option of the step (e.g. output_gate, input_activation),
-                      set on top of the named cell; in the defaults:
+    model.<LSTMVariant field>  any option of the step (input_gate, forget_gate,
+                      output_gate, input_activation, output_activation,
+                      peepholes, gate_recurrence, layer_norm: None keeps the
+                      named cell's value), set on top of the named cell; and
     model.block_size  memory cells per block sharing their gates (1997; 1: none)
     model.truncated_gradient  the 1997 truncated gradient (error flows back in
                       time only through the cell state)
     model.input_to_output  direct input-to-readout connections (1997)
     model.readout_init  initialiser of the readout ("uniform": U[-init_scale, init_scale])
     model.gate_bias_steps  (input, output) steps of the "hs1997" gate-bias staircase
-                      (set only where a config needs it; default (1.0, 1.0))
+                      (None: (1.0, 1.0))
     model.dropout_in, model.dropout_out  dropout on each layer's inputs / outputs
                       at training (rates in [0, 1); 0.0: off, the default)
     model.recurrent_dropout  variational recurrent dropout: one mask of h_{t-1}
@@ -103,6 +105,13 @@ _PLACEMENT_FIELDS = {"num_seeds": "num_seeds", "ensemble": "ensemble",
                      "split_batch": "split_batch"}
 
 
+# Cell options that exist in the defaults as typed placeholders (None: the named
+# cell's own value), so the command line can set them on any config.
+_UNSET_OPTIONS = {"input_gate": bool, "forget_gate": str, "output_gate": bool,
+                  "input_activation": str, "output_activation": str, "peepholes": bool,
+                  "gate_recurrence": bool, "layer_norm": bool, "gate_bias_steps": tuple}
+
+
 class ConfigError(ValueError):
   """A config value is not allowed; the message names field, value and what is allowed."""
 
@@ -126,6 +135,9 @@ def default_config() -> ml_collections.ConfigDict:
       forget_bias=1.0, chrono_t_max=0.0, init_scale=0.1, block_size=1,
       truncated_gradient=False, input_to_output=False, readout_init="lecun_normal",
       dropout_in=0.0, dropout_out=0.0, recurrent_dropout=0.0, zoneout_c=0.0, zoneout_h=0.0))
+  # The other step options and the bias staircase: None keeps the named cell's own value.
+  for name, kind in _UNSET_OPTIONS.items():
+    c.model[name] = ml_collections.config_dict.placeholder(kind)
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, schedule="constant", warmup_steps=0,
       grad_clip=1.0, weight_decay=0.0))
@@ -203,7 +215,7 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
     raise _error(ValueError(message), {"lag": "lag"}, "task_params") from None
   m = config.model
   options = {name: m[name] for name in (*INIT_OPTIONS, *VARIANT_OPTIONS, "gate_bias_steps")
-             if name in m}
+             if name in m and m[name] is not None}
   if m.bias_init == "chrono":  # T_max defaults to 3/2 of the task's longest sequence
     options["chrono_t_max"] = float(m.chrono_t_max or 1.5 * task.max_length)
   else:
