@@ -69,6 +69,7 @@ import ml_collections
 
 from lstm_jax import checks
 from lstm_jax import config as config_lib
+from lstm_jax import devices
 from lstm_jax import sweep as sweep_lib
 from lstm_jax import workdir as wd
 
@@ -517,6 +518,8 @@ def write_results(results: Mapping[str, Mapping[str, Any]], workdir: str,
   ``diagnostics.png`` when some point logged diagnostics. ``run_dirs``: per
   point name, its run directory when not ``workdir/<name>`` (a merge of
   shards in other workdirs, :func:`merge_horizon`)."""
+  if not devices.is_primary():  # several processes: process 0 writes the tables
+    return
   table = io.StringIO()
   writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")
   writer.writeheader()

@@ -76,6 +76,7 @@ import ml_collections
 import numpy as np
 
 from lstm_jax import config as config_lib
+from lstm_jax import devices
 from lstm_jax import workdir as wd
 from lstm_jax.runner import DIAGNOSTICS_FILE, train_and_evaluate
 
@@ -694,6 +695,8 @@ def write_results(rows: list[dict[str, Any]], workdir: str,
   file renamed). With a grid the plot shows each lag's best setting.
   ``run_dirs``: per point name, its run directory when not ``workdir/<name>``
   (a merge of shards in other workdirs, :func:`merge_sweep`)."""
+  if not devices.is_primary():  # several processes: process 0 writes the tables
+    return
   fields = list(grid_fields(sweep))
   table = io.StringIO()
   writer = csv.DictWriter(table, fieldnames=grid_columns(fields) if fields else COLUMNS)

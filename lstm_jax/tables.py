@@ -64,6 +64,7 @@ import ml_collections
 import numpy as np
 
 from lstm_jax import config as config_lib
+from lstm_jax import devices
 from lstm_jax import workdir as wd
 from lstm_jax.runner import train_and_evaluate
 from lstm_jax.sweep import sequences_trained
@@ -273,7 +274,7 @@ def run_row(row: Row, workdir: str, *, progress: bool = True, force: bool = Fals
   trained = finished_summary(row, workdir) is None
   summary = train_and_evaluate(row.config, os.path.join(workdir, row.name), progress=progress,
                                force=force)
-  if trained:
+  if trained and devices.is_primary():
     machines = read_machines(workdir)
     machines[row.name] = machine()
     wd.write_json_atomic(os.path.join(workdir, MACHINES_FILE), machines)
@@ -481,6 +482,8 @@ def write_table(table: ml_collections.ConfigDict, rows: Sequence[Row], workdir: 
   unfinished rows)``."""
   entries, unfinished = finished_entries(rows, workdir)
   text = table_markdown(table.title, entries, command=command, unfinished=unfinished)
+  if not devices.is_primary():  # several processes: process 0 writes the tables
+    return text, entries, unfinished
   wd.ensure_dir(workdir)
   wd.write_text_atomic(os.path.join(workdir, "table.md"), text)
   wd.write_text_atomic(os.path.join(workdir, "table.csv"), table_csv(entries))

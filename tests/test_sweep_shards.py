@@ -428,3 +428,19 @@ def _tiny_sweep():
   s = importlib.import_module("configs.sweeps.quickstart").get_config("quick")
   s.lags = [2]
   return s
+
+
+def test_only_process_zero_writes_the_tables(tmp_path, monkeypatch):
+  """Over several processes every process runs the sweep, horizon or table
+  command; only process 0 (devices.is_primary) writes their tables and plots."""
+  from lstm_jax import devices, tables
+  monkeypatch.setattr(devices.jax, "process_index", lambda: 1)
+  sweep_cfg = importlib.import_module("configs.sweeps.quickstart").get_config("quick")
+  sweep_lib.write_results([], str(tmp_path), sweep_cfg)
+  search_cfg = importlib.import_module("configs.sweeps.horizon_quickstart").get_config("quick")
+  hz.write_results({}, str(tmp_path), search_cfg, hz._check_config(search_cfg))
+  table = importlib.import_module("configs.tables.paper1997").get_config("quick")
+  text, entries, unfinished = tables.write_table(table, tables.table_rows(table),
+                                                 str(tmp_path), command="cmd")
+  assert "# H&S 1997" in text and entries == [] and len(unfinished) == 2
+  assert list(tmp_path.iterdir()) == []
