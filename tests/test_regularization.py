@@ -7,9 +7,6 @@ and one-line errors."""
 from __future__ import annotations
 
 import importlib
-import json
-import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +16,12 @@ import pytest
 from lstm_jax import Regularization, make_cell, online
 from lstm_jax import config as config_lib
 from lstm_jax import training
-from lstm_jax import workdir as wd
 from lstm_jax.devices import Placement
 from lstm_jax.models import make_model
 from lstm_jax.runner import train_and_evaluate
 from lstm_jax.sequence import (StateNoise, dropout, recurrent_mask, resolve_impl, scan_layer,
                                sequence_keys)
+from test_reliability import _final_params, _train_losses
 
 ALL = Regularization(dropout_in=0.2, dropout_out=0.3, recurrent_dropout=0.25, zoneout_c=0.3,
                      zoneout_h=0.2)
@@ -230,26 +227,6 @@ def _reg_config(budget):
   m.zoneout_c, m.zoneout_h = 0.1, 0.05
   return cfg
 
-
-def _final_params(workdir):
-  cfg = config_lib.default_config()
-  cfg.update_from_flattened_dict(wd.flatten(json.loads(
-      (pathlib.Path(workdir) / "config.json").read_text())))
-  task, model, _ = config_lib.build(cfg)
-  opt = training.make_optimizer(**config_lib.optimizer_kwargs(cfg))
-  like = training.init_state(model, opt, training.seed_keys(cfg.seed, cfg.num_seeds)[0],
-                             task.input_size)
-  store = wd.CheckpointStore(workdir)
-  try:
-    step, state, _ = store.restore_latest(like)
-  finally:
-    store.close()
-  return step, [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
-
-
-def _train_losses(workdir):
-  return [(r["step"], r["loss"]) for r in wd.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-          if r.get("split") == "train"]
 
 
 def test_resumed_run_with_regularization_equals_an_uninterrupted_one(tmp_path):
