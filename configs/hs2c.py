@@ -32,8 +32,6 @@ reproduced.
 Tiny variants for tests: ``--config=configs/hs2c.py:quick`` and ``:paper_quick``.
 """
 
-import ml_collections
-
 from configs import finish
 from lstm_jax.config import default_config, use_1997_cell
 
@@ -45,7 +43,7 @@ def get_config(arg: str | None = None):
   c = default_config()
   c.task = "hs2c"
   c.lag = 100
-  c.task_params = ml_collections.ConfigDict(dict(p=100))
+  c.task_params.update(dict(p=100))
   use_1997_cell(c, hidden_size=8)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.grad_clip = 1.0

@@ -30,8 +30,6 @@ setup (T = 1000 at batch 1 takes over an hour on 2 cores).
 Tiny variants for tests: ``--config=configs/hs3b.py:quick`` and ``:paper_quick``.
 """
 
-import ml_collections
-
 from configs import finish
 from lstm_jax.config import default_config, use_1997_cell
 
@@ -43,7 +41,7 @@ def get_config(arg: str | None = None):
   c = default_config()
   c.task = "hs3b"
   c.lag = 1000
-  c.task_params = ml_collections.ConfigDict(dict(n=1, stop="ST2"))
+  c.task_params.update(dict(n=1, stop="ST2"))
   use_1997_cell(c, hidden_size=8)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.schedule = "cosine"

@@ -28,8 +28,6 @@ sequences (40,000-150,000; the paper: 269,650).
 Tiny variants for tests: ``--config=configs/hs3c.py:quick`` and ``:paper_quick``.
 """
 
-import ml_collections
-
 from configs import finish
 from lstm_jax.config import default_config, use_1997_cell
 
@@ -41,7 +39,7 @@ def get_config(arg: str | None = None):
   c = default_config()
   c.task = "hs3c"
   c.lag = 100
-  c.task_params = ml_collections.ConfigDict(dict(n=3, stop="ST2"))
+  c.task_params.update(dict(n=3, stop="ST2"))
   use_1997_cell(c, hidden_size=8)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.grad_clip = 1.0

@@ -29,8 +29,6 @@ wrong.
 Tiny variants for tests: ``--config=configs/hs5_multiplication.py:quick`` and ``:paper_quick``.
 """
 
-import ml_collections
-
 from configs import finish
 from lstm_jax.config import default_config, use_1997_cell
 
@@ -43,7 +41,7 @@ def get_config(arg: str | None = None):
   c = default_config()
   c.task = "hs5_multiplication"
   c.lag = 100
-  c.task_params = ml_collections.ConfigDict(dict(n_seq=140))
+  c.task_params.update(dict(n_seq=140))
   use_1997_cell(c, hidden_size=8)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.grad_clip = 1.0

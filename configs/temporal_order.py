@@ -19,8 +19,6 @@ solved at lag 100 after 22,400 sequences in 9 s.
 Tiny variant for tests: ``--config=configs/temporal_order.py:quick``.
 """
 
-import ml_collections
-
 from lstm_jax.config import default_config, shrink_for_tests
 
 
@@ -28,7 +26,7 @@ def get_config(arg: str | None = None):
   c = default_config()
   c.task = "temporal_order"
   c.lag = 100
-  c.task_params = ml_collections.ConfigDict(dict(n_markers=2))
+  c.task_params.update(dict(n_markers=2))
   c.model.cell = "vanilla"
   c.model.hidden_size = 32
   c.model.bias_init = "chrono"

@@ -5,7 +5,8 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
 
     task              registry name (lstm_jax.tasks.TASK_NAMES)
     lag               the task's lag (meaning per task; lstm_jax.tasks)
-    task_params       other task parameters (e.g. p for hs2c)
+    task_params       other task parameters (e.g. p for hs2c), and output_units
+                      for every task
     model.cell        cell name (lstm_jax.CELL_NAMES)
     model.hidden_size, model.num_layers, model.proj_size
     model.kernel_init, model.recurrent_init, model.bias_init, model.forget_bias,
@@ -128,7 +129,7 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "delayed_recall"
   c.lag = 10
-  c.task_params = ml_collections.ConfigDict()
+  c.task_params = ml_collections.ConfigDict(dict(output_units="task"))
   c.model = ml_collections.ConfigDict(dict(
       cell="vanilla", hidden_size=32, num_layers=1, proj_size=0,
       kernel_init="lecun_normal", recurrent_init="orthogonal", bias_init="forget",
