@@ -3,21 +3,28 @@ line on stderr and exit status 2, never a traceback. Also the flags of the
 entry points that run many points in shards (``--shard``, ``--merge``,
 ``--merge_from``, ``--partial``: :func:`shard_and_merge_flags`), the shard a
 job runs (:func:`chosen_shard`: the flag, else a SLURM job array's) and a
-merge's report of missing points (:func:`report_missing`, exit status 4)."""
+merge's report of missing points (:func:`report_missing`, exit status 4).
+A process of a multi-process run is watched by a supervisor
+(:func:`supervise`) that turns the distributed runtime's fatal stops into
+one line."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
+import signal
 import sys
+import time
 from typing import Any, Iterator, Mapping, Sequence
 
 from absl import flags
 from ml_collections import config_flags
 
 from lstm_jax.config import ConfigError
-from lstm_jax.devices import (DISTRIBUTED_TIMEOUT_S, DistributedError, initialize_distributed,
-                              keep_freed_host_memory, set_cpu_devices)
+from lstm_jax.devices import (DISTRIBUTED_TIMEOUT_S, DistributedError, DistributedRun,
+                              RuntimeLog, initialize_distributed, keep_freed_host_memory,
+                              runtime_fault, set_cpu_devices)
 from lstm_jax.runner import Interrupted, NonFiniteError
 from lstm_jax.sweep import WHOLE, parse_shard, shard_from_env
 from lstm_jax.workdir import WorkdirError
@@ -41,7 +48,9 @@ PROCESS_ID = flags.DEFINE_integer(
 DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout", DISTRIBUTED_TIMEOUT_S, "Seconds a process of a multi-process run "
     "waits for the coordinator and the other processes to start, and after a process stops "
-    "answering before the others are stopped.", lower_bound=1)
+    "answering before the others are stopped. Processes that did not all join in time, or "
+    "two with one --process_id, end with one line on stderr and exit status 2 (within the "
+    "timeout and the runtime's 5 s grace).", lower_bound=1)
 FORCE = flags.DEFINE_bool(
     "force", False, "Run even when the memory estimate of the training step or the "
     "evaluation says it does not fit in the free memory (lstm_jax.memory).")
@@ -151,6 +160,103 @@ def report_missing(lines: Sequence[str], total: int, what: str, dirs: Sequence[s
   sys.exit(MISSING_EXIT)
 
 
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""Signals the supervisor of a multi-process run passes on to the process it watches."""
+
+
+def supervise(run: DistributedRun) -> None:
+  """Split this process in two before JAX's distributed runtime starts: the
+  child returns and does the work; the parent stays behind, passes the
+  child's stderr on (:class:`lstm_jax.devices.RuntimeLog`), and leaves with
+  its exit status.
+
+  Why: the runtime stops a process from C++ when it finds a fault itself
+  (fewer processes than ``--num_processes`` joined within the timeout, two
+  processes with one ``--process_id``, a process that stopped sending
+  heartbeats): a fatal log, a stack trace and ``abort()``. No Python code
+  of that process runs again, and ``jax.distributed.initialize`` has no
+  option to raise instead (its client's ``missed_heartbeat_callback`` is not
+  passed through; given one directly, jaxlib 0.10 cannot convert the status
+  and the C++ thread that calls it terminates the process all the same). So
+  the message is turned into one line (:func:`lstm_jax.devices.runtime_fault`)
+  by the parent, which outlives the abort, with exit status 2 for a fault at
+  the start and :data:`PEER_EXIT` for one later. Everything else the child
+  writes to stderr is passed on unchanged (the runtime's own warning lines
+  after a short wait), its stdout is its own, and its exit status is the
+  parent's (128 + signal number when a signal ended it), so a run that
+  works writes and returns what it did without the split.
+
+  ``os.fork`` (not a fresh interpreter) keeps the split cheap: the modules
+  are loaded and the flags parsed, and no JAX backend or runtime has
+  started yet. The parent passes :data:`FORWARDED_SIGNALS` on; on Linux the
+  child is killed when the parent dies (``PR_SET_PDEATHSIG``), so killing
+  the process a launcher started still stops the work, and the other
+  processes notice as from any process that died.
+  """
+  sys.stdout.flush()
+  sys.stderr.flush()
+  read_end, write_end = os.pipe()
+  parent = os.getpid()
+  child = os.fork()
+  if child == 0:
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    _die_with_parent(parent)
+    return
+  os.close(write_end)
+  for signum in FORWARDED_SIGNALS:
+    signal.signal(signum, lambda sig, frame: _send(child, sig))
+  log = RuntimeLog(lambda data: _write(2, data))
+  while True:
+    ready, _, _ = select.select([read_end], [], [], 0.1)
+    if ready:
+      data = os.read(read_end, 1 << 16)
+      if not data:
+        break
+      log.feed(data, time.monotonic())
+    else:
+      log.tick(time.monotonic())
+  log.close()
+  _, status = os.waitpid(child, 0)
+  code = os.waitstatus_to_exitcode(status)
+  if log.fatal is not None:
+    line, at_start = runtime_fault(log.fatal, run)
+    _write(2, f"error: {line}\n".encode())
+    code = 2 if at_start else PEER_EXIT
+  elif code < 0:
+    code = 128 - code
+  os._exit(code)  # pylint: disable=protected-access
+
+
+def _die_with_parent(parent: int) -> None:
+  """Ask Linux to kill this process when ``parent`` ends (nothing elsewhere)."""
+  try:
+    import ctypes  # pylint: disable=import-outside-toplevel
+    ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    return
+  if os.getppid() != parent:  # the parent ended before prctl
+    os._exit(1)  # pylint: disable=protected-access
+
+
+def _send(pid: int, signum: int) -> None:
+  try:
+    os.kill(pid, signum)
+  except ProcessLookupError:
+    pass
+
+
+def _write(fd: int, data: bytes) -> None:
+  """All of ``data`` to ``fd`` (dropped if it is closed)."""
+  view = memoryview(data)
+  try:
+    while view:
+      view = view[os.write(fd, view):]
+  except OSError:
+    pass
+
+
 def _config_file_args(argv: list[str]) -> list[tuple[str, str]]:
   """``(flag name, path)`` of every config-file flag given in ``argv``
   (``--config=configs/adding.py:quick`` -> ``("config", "configs/adding.py")``)."""
@@ -203,7 +309,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   ``--cpu_devices`` (flags are parsed before any JAX computation), starts
   the distributed runtime when the run has several processes
   (:func:`lstm_jax.devices.initialize_distributed`: ``--coordinator``,
-  ``--num_processes``, ``--process_id``, ``--distributed_timeout``) and
+  ``--num_processes``, ``--process_id``, ``--distributed_timeout``; watched
+  by :func:`supervise`) and
   applies :func:`lstm_jax.devices.keep_freed_host_memory`.
   """
   try:
@@ -214,7 +321,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if problem is None:
       set_cpu_devices(CPU_DEVICES.value)
       initialize_distributed(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
-                             DISTRIBUTED_TIMEOUT.value)
+                             DISTRIBUTED_TIMEOUT.value, before_start=supervise)
       keep_freed_host_memory()
       return rest
   except DistributedError as err:

@@ -18,7 +18,9 @@ bounds the waits: the start, and a process that stops answering.
 
 Exit status: 0 finished (solved or budget spent, now or before); 2 a missing
 config file, a bad config value, a run too big for the memory, an unusable
-workdir, or a distributed runtime that did not start (one line on stderr); 3
+workdir, or a distributed runtime that did not start (a coordinator not
+reached, processes that did not all join within the timeout, two with one
+``--process_id``: one line on stderr); 3
 stopped on a non-finite value (summary.json says where); 5 another process
 of a multi-process run died (rerun the same commands to resume); 128 + signal
 number after SIGTERM/SIGINT (a checkpoint was saved).

@@ -552,9 +552,27 @@ distributed_timeout_s = DISTRIBUTED_TIMEOUT_S
 """The timeout the distributed runtime of this process was started with."""
 
 
+@dataclasses.dataclass(frozen=True)
+class DistributedRun:
+  """What this process was asked to join (for fault messages).
+
+  Attributes:
+    coordinator: ``host:port`` of process 0 (``""``: a launcher's, detected by JAX).
+    num_processes: processes of the run (``0``: the launcher's count).
+    process_id: this process's id (``-1``: the launcher's).
+    timeout_s: the runtime's timeout (:func:`initialize_distributed`).
+  """
+  coordinator: str = ""
+  num_processes: int = 0
+  process_id: int = -1
+  timeout_s: int = DISTRIBUTED_TIMEOUT_S
+
+
 def initialize_distributed(coordinator: str = "", num_processes: int = 0,
                            process_id: int = -1, timeout_s: int = DISTRIBUTED_TIMEOUT_S,
-                           environ: Mapping[str, str] = os.environ) -> bool:
+                           environ: Mapping[str, str] = os.environ,
+                           before_start: Callable[[DistributedRun], None] | None = None
+                           ) -> bool:
   """Start JAX's distributed runtime when this process is one of several;
   return whether it did.
 
@@ -580,8 +598,13 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0,
       did not start within ``timeout_s`` (coordinator unreachable), or whose
       process count is not ``num_processes`` (process 0 was given another):
       one line. Where the runtime itself finds the fault (fewer processes
-      than process 0's ``num_processes`` arrived within ``timeout_s``, two
-      with one id), it stops the process with its own message.
+      than ``num_processes`` arrived within ``timeout_s``, two with one id,
+      a process that stopped sending heartbeats), it stops the process
+      from C++ with a fatal log and ``abort()``, which no Python code can
+      catch: ``before_start`` (called with the :class:`DistributedRun` after
+      the checks above, just before the runtime starts) can place a
+      supervisor that turns that log into one line (:class:`RuntimeLog`;
+      the entry points do: ``experiments.cli``).
   """
   given = [bool(coordinator), num_processes != 0, process_id != -1]
   if not checks.is_int(timeout_s) or timeout_s < 1:
@@ -610,6 +633,9 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0,
     kwargs, where = {}, f"the processes of a {launcher} cluster (JAX's detection)"
   global distributed_timeout_s  # pylint: disable=global-statement
   distributed_timeout_s = int(timeout_s)
+  if before_start is not None:
+    before_start(DistributedRun(coordinator, int(num_processes), int(process_id),
+                                int(timeout_s)))
   try:
     jax.distributed.initialize(**kwargs, initialization_timeout=int(timeout_s),
                                heartbeat_timeout_seconds=int(timeout_s),
@@ -641,7 +667,10 @@ def _check_coordinator(coordinator: str, process_id: int, timeout_s: int) -> Non
         probe.bind(("", port))
     except OSError as err:
       raise DistributedError(f"--coordinator={coordinator}: process 0 cannot listen on port "
-                             f"{port} ({err.strerror or err}); choose a free port") from None
+                             f"{port} ({err.strerror or err}); another program holds it, or "
+                             "another process was also started with --process_id=0 (give "
+                             "each process a distinct --process_id); else choose a free "
+                             "port") from None
     return
   deadline = time.monotonic() + timeout_s
   while True:
@@ -654,6 +683,139 @@ def _check_coordinator(coordinator: str, process_id: int, timeout_s: int) -> Non
             f"--coordinator={coordinator}: process 0 could not be reached within {timeout_s} s "
             f"({err.strerror or err}); start process 0 there, or fix --coordinator") from None
       time.sleep(0.25)
+
+
+# A line of absl/glog logging, as JAX's C++ runtime writes them to fd 2:
+# "E1204 04:04:20.381342   25354 coordination_service.cc:518] message", at
+# the start of a line or after a partial one.
+_LOG_LINE = re.compile(rb"([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ ([^ \]]+):\d+\] ")
+# The end of a partial line that may be the start of a log line.
+_LOG_HEAD = re.compile(rb"[IWEF](\d{0,3}|\d{4}( [\d:. ]*( [^ \]\n]*)?)?)$")
+# The coordination runtime's own sources: their errors and warnings are held
+# back a moment, as they precede (and are summed up by) a fatal stop.
+_RUNTIME_SOURCES = re.compile(rb"coordination|client\.(h|cc)|service\.(h|cc)|preemption")
+# Where the text of a fatal error ends and its dump (C++ stack trace,
+# Python's faulthandler report) begins.
+_DUMP_START = re.compile(rb"^(\*\*\* |    @ |Fatal Python error|Thread 0x|Current thread 0x)",
+                         re.MULTILINE)
+
+
+class RuntimeLog:
+  """The stderr of a process of a multi-process run, passed on as written
+  except for the fatal stop of JAX's distributed runtime.
+
+  That runtime finds some faults itself (processes missing at the start, two
+  processes with one id, a process that stopped sending heartbeats) and
+  stops the process from C++: a fatal log line, a stack trace and
+  ``abort()``; no Python code runs. A supervising process reads the run's
+  stderr through :meth:`feed` and writes it on with ``write``; once a fatal
+  line comes (:attr:`fatal`: its text), the rest, the dump, is dropped, and
+  the supervisor writes one line instead (:func:`runtime_fault`). The
+  runtime's own error and warning lines that precede it are held back for
+  ``hold_s`` seconds, then written unless a fatal line came meanwhile.
+  Everything else is written at once: a line as soon as it ends, a partial
+  line (a progress bar's ``\\r`` updates) as it arrives, unless a log line
+  begins in it or may begin at its end, which waits for its end
+  (``hold_s`` at most).
+  """
+
+  def __init__(self, write: Callable[[bytes], Any], hold_s: float = 2.0):
+    self.write = write
+    self.hold_s = hold_s
+    self.fatal: str | None = None
+    self._buffer = b""
+    self._pending_since: float | None = None
+    self._held: list[tuple[float, bytes]] = []
+    self._fatal_raw = b""
+
+  def feed(self, data: bytes, now: float) -> None:
+    """Take ``data`` read from the stream at time ``now`` (seconds, monotonic)."""
+    if self.fatal is not None:
+      self._fatal_text(data)
+      return
+    self._buffer += data
+    self._drain(now, flush=False)
+    self.tick(now)
+
+  def tick(self, now: float) -> None:
+    """Write what has waited ``hold_s``: held runtime lines, a partial line."""
+    if self.fatal is not None:
+      return
+    while self._held and now - self._held[0][0] >= self.hold_s:
+      self.write(self._held.pop(0)[1])
+    if self._buffer and self._pending_since is not None and (
+        now - self._pending_since >= self.hold_s):
+      self._drain(now, flush=True)
+
+  def close(self) -> None:
+    """The stream ended: write everything still held (nothing after a fatal line)."""
+    if self.fatal is None:
+      for _, line in self._held:
+        self.write(line)
+      if self._buffer:
+        self.write(self._buffer)
+    self._held, self._buffer = [], b""
+
+  def _drain(self, now: float, flush: bool) -> None:
+    while self._buffer and self.fatal is None:
+      end = self._buffer.find(b"\n") + 1
+      if not end:  # a partial line: written now, unless a log line begins in it
+        if not flush and (_LOG_LINE.search(self._buffer) or _LOG_HEAD.search(self._buffer)):
+          if self._pending_since is None:
+            self._pending_since = now
+          return
+        self.write(self._buffer)
+        self._buffer = b""
+        break
+      line, self._buffer = self._buffer[:end], self._buffer[end:]
+      found = _LOG_LINE.search(line)
+      if found and found.start():  # a log line after a partial one (a progress bar)
+        self.write(line[:found.start()])
+        line = line[found.start():]
+      if found and found.group(1) == b"F":
+        self.fatal = ""
+        self._fatal_text(line[found.end() - found.start():] + self._buffer)
+        self._buffer, self._held = b"", []
+        break
+      if found and found.group(1) in b"EW" and _RUNTIME_SOURCES.search(found.group(2)):
+        self._held.append((now, line))
+      else:
+        self.write(line)
+    self._pending_since = None
+
+  def _fatal_text(self, data: bytes) -> None:
+    """Add ``data`` to the fatal error; :attr:`fatal` is its text up to the dump."""
+    if len(self._fatal_raw) >= 8000:
+      return
+    self._fatal_raw = (self._fatal_raw + data)[:8000]
+    dump = _DUMP_START.search(self._fatal_raw)
+    self.fatal = self._fatal_raw[:dump.start() if dump else 2000].decode(errors="replace")
+
+
+def runtime_fault(fatal: str, run: DistributedRun) -> tuple[str, bool]:
+  """One line for the distributed runtime's fatal stop of a process
+  (:attr:`RuntimeLog.fatal`) and whether it came at the start (the run never
+  started) rather than later (another process died or stopped answering)."""
+  text = " ".join(fatal.split())
+  status = text.split("absl::Status: ", 1)[-1][:300]
+  n = run.num_processes
+  ids = f"a distinct --process_id in 0..{n - 1}" if n else "a distinct process id"
+  where = f"coordinator {run.coordinator}" if run.coordinator else "the coordinator"
+  me = (f"process {run.process_id} of {n}" if run.process_id >= 0 else "this process")
+  twice = re.search(r"(?:task:|\b)(\d+) unexpectedly tried to connect", text)
+  if twice or "incarnation" in text:
+    which = f"--process_id={twice.group(1)}" if twice else "one process id"
+    return (f"distributed: two processes were started with {which} ({where}, "
+            f"{me}); start every process with the same --num_processes and {ids}",
+            True)
+  if "RegisterTask" in text or "Wait_for_all_tasks_to_register" in text:
+    count = f"all {n}" if n else "all"
+    return (f"distributed: not {count} processes joined {where} within {run.timeout_s} s "
+            f"({me}); start every process with the same --num_processes and {ids}, each "
+            "within --distributed_timeout of the others", True)
+  return (f"distributed: the runtime stopped {me} ({status}); another process probably "
+          "died or stopped answering. Rerun the same command on every process to resume "
+          "from the last checkpoint", False)
 
 
 def is_primary() -> bool:

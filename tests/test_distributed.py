@@ -1,6 +1,7 @@
 """Runs over several processes (lstm_jax.devices.initialize_distributed: JAX's
-distributed runtime, CPU collectives over gloo): bad flags and an unreachable
-coordinator give one line within the timeout; four devices of one process
+distributed runtime, CPU collectives over gloo): bad flags, an unreachable
+coordinator, a process missing at the start and two processes with one id
+give one line within the timeout; four devices of one process
 and two processes on localhost train like one device; killing one of them stops the other within the
 timeout, and rerunning the same commands resumes and ends like the
 uninterrupted run; one process resumes what two started.
@@ -194,6 +195,86 @@ def test_the_cli_reports_an_unreachable_coordinator_in_one_line(tmp_path):
   assert len(lines) == 1 and lines[0].startswith("error: --coordinator=localhost:"), done.stderr
   assert "could not be reached within 2 s" in lines[0]
   assert time.monotonic() - start < 60
+
+
+_FATAL = (b"E1204 04:04:20.381342   25354 coordination_service.cc:518] [4329] 1 unexpectedly "
+          b"tried to connect with a different incarnation. It has likely restarted.\n"
+          b"F1204 04:04:20.381660   25364 client.h:80] Terminating process because the JAX "
+          b"distributed service detected fatal errors. absl::Status: ABORTED: 1 unexpectedly "
+          b"tried to connect with a different incarnation. It has likely restarted.\n\n"
+          b"RPC: /xla.coordination.CoordinationService/PollForError\n"
+          b"*** Check failure stack trace: ***\n"
+          b"    @     0x7fdb6fa40634  absl::log_internal::LogMessage::SendToLog()\n"
+          b"Fatal Python error: Aborted\n\nThread 0x00007f (most recent call first):\n")
+"""The runtime's stop of a process whose run got a second process 1 (jaxlib 0.10)."""
+
+
+def test_the_runtime_log_passes_stderr_on_and_sums_up_a_fatal_stop():
+  out = []
+  log = devices.RuntimeLog(out.append, hold_s=1.0)
+  log.feed(b"\rbar:  7%|7| 80/1200\rbar: 13%|", 0.0)  # a progress bar: written at once
+  log.feed(b"W1204 04:04:20.1 1 coordination_service_agent.cc:9] slow\nplain line\n", 0.0)
+  assert b"".join(out) == b"\rbar:  7%|7| 80/1200\rbar: 13%|plain line\n"
+  log.tick(1.5)  # the runtime's warning, no fatal stop after it: written late
+  assert out[-1].endswith(b"slow\n") and log.fatal is None
+  log.feed(b"E1204 04:04:20.2 1 other.cc:3] not the runtime\n", 2.0)
+  assert out[-1].endswith(b"not the runtime\n")
+  log.feed(b"\rbar: 20%|", 2.0)
+  out.clear()
+  for i in range(0, len(_FATAL), 37):  # in pieces, as a pipe may deliver it
+    log.feed(_FATAL[i:i + 37], 3.0)
+  log.feed(b"more of the dump\n", 3.0)
+  log.tick(10.0)
+  log.close()
+  assert out == [] and "PollForError" in log.fatal and "stack trace" not in log.fatal
+  run = devices.DistributedRun("localhost:1234", 2, 0, 20)
+  line, at_start = devices.runtime_fault(log.fatal, run)
+  assert at_start and line.startswith("distributed: two processes were started with "
+                                      "--process_id=1 (coordinator localhost:1234, process 0 "
+                                      "of 2)"), line
+  line, at_start = devices.runtime_fault(
+      "Terminating process ... absl::Status: DEADLINE_EXCEEDED: Deadline Exceeded RPC: "
+      "/xla.coordination.CoordinationService/RegisterTask", run)
+  assert at_start and "not all 2 processes joined coordinator localhost:1234 within 20 s" in line
+  line, at_start = devices.runtime_fault("absl::Status: UNAVAILABLE: heartbeat timeout", run)
+  assert not at_start and "another process probably died" in line
+
+
+def _ends_in_one_line(proc: subprocess.Popen, started: float) -> tuple[int, str, float]:
+  """Exit status, the one line of stderr (asserted to be one) and seconds taken."""
+  _, err = proc.communicate(timeout=TIMEOUT_S + 60)
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert len(lines) == 1, err[-3000:]
+  return proc.returncode, lines[0], time.monotonic() - started
+
+
+def test_missing_and_duplicate_processes_end_in_one_line_each(tmp_path):
+  """(a) Process 0 of 2 started alone: one line naming the missing processes
+  within the timeout (+5 s: the runtime's grace for its registration call).
+  (b) Process 0 and process 1 twice: every process ends with one line, the
+  runtime's finding of a second process 1 named. Exit status 2, no dump."""
+  timeout = 1
+  flags = ["--num_processes=2", f"--distributed_timeout={timeout}"]
+  alone, pair = _free_port(), _free_port()
+  started = time.monotonic()
+  procs = [subprocess.Popen(_cmd(str(tmp_path / name), f"--coordinator=localhost:{port}",
+                                 *flags, f"--process_id={i}"),
+                            cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+           for name, port, i in (("a", alone, 0), ("b", pair, 0), ("b", pair, 1))]
+  time.sleep(1.0)  # a late second process 1
+  procs.append(subprocess.Popen(_cmd(str(tmp_path / "b"), f"--coordinator=localhost:{pair}",
+                                     *flags, "--process_id=1"),
+                                cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True))
+  ends = [_ends_in_one_line(p, started) for p in procs]
+  for code, line, seconds in ends:
+    assert code == 2 and line.startswith("error: distributed: "), line
+    assert seconds < timeout + 5 + 30, (seconds, line)  # + the start of a loaded machine
+  assert (f"not all 2 processes joined coordinator localhost:{alone} within {timeout} s "
+          "(process 0 of 2)") in ends[0][1]
+  assert any("two processes were started with --process_id=1" in line
+             for _, line, _ in ends[1:]), ends
 
 
 def test_two_processes_train_like_one_and_resume_after_one_dies(tmp_path, reference):
