@@ -548,10 +548,11 @@ def _batch_shortfalls(config: ml_collections.ConfigDict, task: Task, placed: Any
   platform the run's arrays are ``placed`` on: a bound no program beats."""
   platform = memory.devices_of(placed)[0].platform
   everywhere = jax.local_devices(backend=platform)
-  per_device = lambda size: memory.batch_bytes(size, task.max_length, task.input_size,
-                                               task.output_size) // len(everywhere)
-  return (memory.shortfall(per_device(config.batch_size), everywhere),
-          memory.shortfall(per_device(_eval_size(config, task)), everywhere))
+  per_device = lambda size, steps: memory.batch_bytes(size, steps, task.input_size,
+                                                      task.output_size) // len(everywhere)
+  return (memory.shortfall(per_device(config.batch_size, task.max_length), everywhere),
+          memory.shortfall(per_device(_eval_size(config, task), task.held_out.max_length),
+                           everywhere))
 
 
 def _compiled_shortfall(compiled: Any) -> tuple[int, int] | None:

@@ -189,7 +189,11 @@ def make_eval(model: SequenceModel, task: Any, eval_size: int,
               placement: Placement | None = None) -> Callable[[Any, Array], tuple[Array, dict]]:
   """A jitted evaluation on ``eval_size`` fresh sequences per seed:
   ``(params [S], keys [S]) -> (loss [S], per_seq {name: [S, eval_size]})``.
-  ``placement``: as in :func:`make_train_chunk`."""
+  The sequences are drawn from ``task.held_out`` where the task has one
+  (:attr:`lstm_jax.tasks.base.Task.held_out`: the task itself, except for
+  tasks tested on another distribution than they train on, e.g. on longer
+  sequences). ``placement``: as in :func:`make_train_chunk`."""
+  task = getattr(task, "held_out", task)
   placement = Placement.build() if placement is None else placement
   model = dataclasses.replace(model, impl=placement.layer_impl(model.impl))
 

@@ -32,7 +32,10 @@ SMALL = {
     "hs3a": dict(lag=20), "hs3b": dict(lag=20, n=1), "hs3c": dict(lag=20),
     "hs4_adding": dict(lag=40), "hs5_multiplication": dict(lag=40), "hs6a": {}, "hs6b": {},
     "temporal_order": dict(lag=30), "copy": dict(lag=5), "adding": dict(lag=10),
-    "delayed_recall": dict(lag=5),
+    "delayed_recall": dict(lag=5), "selective_copy": dict(lag=8, num_tokens=3),
+    "mqar": dict(lag=12, num_pairs=3, vocab_size=8),
+    "parity": dict(lag=8, test_min=8, test_max=16),
+    "modular_arithmetic": dict(lag=9, test_min=9, test_max=15),
 }
 
 
@@ -80,7 +83,7 @@ def _ks_uniform(samples, lo, hi) -> float:
 def test_registry_names_and_classes():
   expected = {"reber", "hs2a", "hs2b", "hs2c", "hs3a", "hs3b", "hs3c", "hs4_adding",
               "hs5_multiplication", "hs6a", "hs6b", "temporal_order", "copy", "adding",
-              "delayed_recall"}
+              "delayed_recall", "selective_copy", "mqar", "parity", "modular_arithmetic"}
   assert set(tasks.TASK_NAMES) == expected == set(SMALL)
   for name, cls in tasks.TASKS.items():
     task = make_task(name)

@@ -30,7 +30,19 @@ temporal_order        Exp 6 with positions scaled by the length [T, min length]
 copy                  copy task (Arjovsky et al. 2016) [T: blanks + delimiter]
 adding                adding problem (Le et al. 2015) [T, length]
 delayed_recall        one symbol, ``lag`` distractors, a query [distractor steps]
+selective_copy        selective copying (Gu & Dao 2023) [L: steps before the answers]
+mqar                  multi-query associative recall (Arora et al. 2023) [T, length]
+parity                parity, test on longer sequences (Delétang et al. 2023)
+                      [longest training length]
+modular_arithmetic    modular arithmetic mod 5, test on longer sequences
+                      (Delétang et al. 2023) [longest training length]
 ====================  ==========================================================
+
+``parity`` and ``modular_arithmetic`` train on short sequences and are
+evaluated on longer ones: held-out sequences (the criterion's evaluations, a
+run's final metrics) come from ``task.held_out``
+(:attr:`lstm_jax.tasks.base.Task.held_out`, the task itself for every other
+task; :mod:`lstm_jax.tasks.formal`).
 """
 
 from __future__ import annotations
@@ -40,10 +52,12 @@ from typing import Any
 
 from lstm_jax.tasks.arithmetic import Adding1997, Multiplication1997
 from lstm_jax.tasks.base import LOSS_TYPES, Batch, Task
+from lstm_jax.tasks.formal import LengthExtrapolation, ModularArithmetic, Parity
 from lstm_jax.tasks.criteria import (Criterion, state_from_json, state_to_json,
                                      summarize_common)
 from lstm_jax.tasks.lag_prediction import DistractorLongLag, NoiseFreeLongLag, NoisyLongLag
 from lstm_jax.tasks.modern import Adding, Copy, DelayedRecall
+from lstm_jax.tasks.recall import MultiQueryRecall, SelectiveCopy
 from lstm_jax.tasks.reber import EmbeddedReber, is_embedded_reber, strings_from_batch
 from lstm_jax.tasks.temporal_order import TemporalOrder, TemporalOrder6a, TemporalOrder6b
 from lstm_jax.tasks.two_sequence import (TwoSequence, TwoSequenceNoisy,
@@ -53,7 +67,8 @@ TASKS: dict[str, type[Task]] = {
     cls.name: cls for cls in (
         EmbeddedReber, NoiseFreeLongLag, NoisyLongLag, DistractorLongLag, TwoSequence,
         TwoSequenceNoisy, TwoSequenceNoisyTargets, Adding1997, Multiplication1997,
-        TemporalOrder6a, TemporalOrder6b, TemporalOrder, Copy, Adding, DelayedRecall)
+        TemporalOrder6a, TemporalOrder6b, TemporalOrder, Copy, Adding, DelayedRecall,
+        SelectiveCopy, MultiQueryRecall, Parity, ModularArithmetic)
 }
 """Task name -> task class (a frozen dataclass; call it or use :func:`make_task`)."""
 
@@ -63,7 +78,7 @@ TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 def task_params(name: str) -> dict[str, Any]:
   """The parameters of task ``name`` and their defaults (``lag`` included)."""
   cls = _lookup(name)
-  return {f.name: f.default for f in dataclasses.fields(cls)}
+  return {f.name: f.default for f in dataclasses.fields(cls) if f.init}
 
 
 def _lookup(name: Any) -> type[Task]:
@@ -83,7 +98,10 @@ def make_task(name: str, lag: int | None = None, **params: Any) -> Task:
     **params: other task parameters (e.g. ``p`` for ``hs2c``, ``n`` and
       ``stop`` for ``hs3*``, ``n_seq`` for ``hs5_multiplication``,
       ``n_markers`` for ``temporal_order``, ``n_symbols`` / ``n_distractors``
-      for ``delayed_recall``; ``output_units`` for every task).
+      for ``delayed_recall``, ``num_tokens`` / ``num_symbols`` for
+      ``selective_copy``, ``num_pairs`` / ``vocab_size`` for ``mqar``,
+      ``train_min`` / ``test_min`` / ``test_max`` for ``parity`` and
+      ``modular_arithmetic``; ``output_units`` for every task).
 
   Returns:
     The (frozen, hashable) task.
@@ -93,7 +111,8 @@ def make_task(name: str, lag: int | None = None, **params: Any) -> Task:
       message names the field, the value and what is allowed.
   """
   cls = _lookup(name)
-  fields = dataclasses.fields(cls)  # the task's own parameters, then the common ones
+  # The task's own parameters, then the common ones (not the fields a task sets itself).
+  fields = [f for f in dataclasses.fields(cls) if f.init]
   allowed = ([f.name for f in fields if f.name != "lag" and not f.kw_only]
              + [f.name for f in fields if f.kw_only])
   unknown = sorted(set(params) - set(allowed))
@@ -108,8 +127,9 @@ def make_task(name: str, lag: int | None = None, **params: Any) -> Task:
 
 __all__ = [
     "LOSS_TYPES", "TASKS", "TASK_NAMES", "Adding", "Adding1997", "Batch", "Copy", "Criterion",
-    "DelayedRecall", "DistractorLongLag", "EmbeddedReber", "Multiplication1997",
-    "NoiseFreeLongLag", "NoisyLongLag", "Task", "TemporalOrder", "TemporalOrder6a",
+    "DelayedRecall", "DistractorLongLag", "EmbeddedReber", "LengthExtrapolation",
+    "ModularArithmetic", "Multiplication1997", "MultiQueryRecall", "NoiseFreeLongLag",
+    "NoisyLongLag", "Parity", "SelectiveCopy", "Task", "TemporalOrder", "TemporalOrder6a",
     "TemporalOrder6b", "TwoSequence", "TwoSequenceNoisy", "TwoSequenceNoisyTargets",
     "is_embedded_reber", "make_task", "state_from_json", "state_to_json",
     "strings_from_batch", "summarize_common", "task_params",

@@ -259,8 +259,22 @@ class Task:
 
   @property
   def params(self) -> dict[str, Any]:
-    """The task's fields (lag and parameters) as a JSON-able dict."""
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    """The task's parameters (lag included) as a JSON-able dict: its fields
+    that :func:`~lstm_jax.tasks.make_task` accepts."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+  @property
+  def held_out(self) -> Task:
+    """The task that held-out sequences are drawn from: the evaluations of
+    the criterion and a run's final metrics
+    (:func:`lstm_jax.training.make_eval`). This is the task itself, except
+    where a task tests on another distribution than it trains on: the
+    length-extrapolation tasks (:mod:`lstm_jax.tasks.formal`) train on short
+    sequences and are tested on longer ones. Its :meth:`summarize` and
+    :attr:`criterion` are this task's; its :attr:`max_length`, and so the
+    shape of the outputs its :meth:`loss` and :meth:`per_sequence` take, may
+    differ."""
+    return self
 
   def sample(self, key: Array, batch_size: int) -> Batch:
     """Draw a batch; pure, deterministic in ``key``, static shapes, jit-able.
