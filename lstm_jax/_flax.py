@@ -22,7 +22,8 @@ import jax.numpy as jnp
 
 from lstm_jax import checks
 from lstm_jax import gates as G
-from lstm_jax.cells import (BASELINES, CELL_NAMES, MIN_CELLS, VARIANTS, Cell, LSTMState,
+from lstm_jax.cells import (BASELINES, CELL_NAMES, MIN_CELLS, VARIANTS, XLSTM_CELLS, Cell,
+                            LSTMState,
                             LSTMVariant, Params, lstm_gates_from_preactivations,
                             lstm_preactivations, make_cell)
 from lstm_jax.interop import carry_from_flax, carry_to_flax
@@ -84,7 +85,7 @@ def _with_activation(cell: str | LSTMVariant, activation_fn: Any) -> str | LSTMV
     return cell
   if isinstance(cell, str):
     checks.choice("cell", cell, CELL_NAMES)
-    if cell in MIN_CELLS:
+    if cell in MIN_CELLS or cell == "mlstm":
       checks.fail("activation_fn", _shown(activation_fn),
                   f"cell={cell!r} has no activation (its candidate is linear); allowed: None")
     if cell in BASELINES:
@@ -177,9 +178,13 @@ def initial_carry(core: Cell, batch_shape: tuple[int, ...], dtype: Dtype,
 
   Returns:
     ``(c [*batch, H], h [*batch, R])``, ``(c, h, gates [*batch, 3H])`` for
-    FGR, or ``h [*batch, H]``.
+    FGR, the core's state tuple for an sLSTM or mLSTM (leaves in field order),
+    or ``h [*batch, H]``.
   """
   shape = lambda n: tuple(batch_shape) + (n,)
+  if core.kind in XLSTM_CELLS:  # the core's state tuple, leaf by leaf in field order
+    zeros = core.initial_state(tuple(batch_shape), dtype)
+    return type(zeros)(*(carry_init(next(keys), leaf.shape, dtype) for leaf in zeros))
   if core.kind != "lstm":
     return carry_init(next(keys), shape(core.hidden_size), dtype)
   c = carry_init(next(keys), shape(core.hidden_size), dtype)

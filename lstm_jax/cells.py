@@ -1,4 +1,5 @@
-"""One time step of an LSTM (any variant), a GRU, an Elman RNN, a minGRU or a minLSTM.
+"""One time step of an LSTM (any variant), a GRU, an Elman RNN, a minGRU, a minLSTM,
+an sLSTM or an mLSTM.
 
 Every LSTM variant is a static option of the single step function
 :func:`lstm_step`; :data:`VARIANTS` names the classic ones. A :class:`Cell` is a
@@ -31,7 +32,13 @@ A GRU has ``w_x [I, 3H]``, ``w_h [H, 3H]``, ``b [3H]``, ``b_hn [H]``; an Elman
 RNN ``w_x [I, H]``, ``w_h [H, H]``, ``b [H]``. minGRU and minLSTM
 (:mod:`lstm_jax.mincells`) have no recurrent kernel: ``w_x [I, G*H]`` and
 ``b [G*H]`` with ``G = 2`` (z, h~) or ``3`` (f, i, h~). Their carry, like a
-GRU's or an Elman RNN's, is ``h [B, H]``.
+GRU's or an Elman RNN's, is ``h [B, H]``. sLSTM and mLSTM (:mod:`lstm_jax.xlstm`,
+``NH`` heads of ``d = H / NH``): an sLSTM has ``w_x [I, 4H]``, ``w_h [NH, d, 4d]``
+(block-diagonal recurrence), ``b [4H]`` (i, f, z, o) and the carry
+:class:`~lstm_jax.xlstm.SLSTMState` ``(h, c, n, m)``, each ``[B, H]``; an
+mLSTM has ``w_x [I, 4H]`` (q, k, v, o), ``w_if [I, 2NH]`` (i, f), ``b [4H]``,
+``b_if [2NH]`` and the carry :class:`~lstm_jax.xlstm.MLSTMState` ``(c [B, NH, d,
+d], n [B, NH, d], m [B, NH])``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from lstm_jax import checks
 from lstm_jax import gates as G
 from lstm_jax import init as initializers
 from lstm_jax import mincells
+from lstm_jax import xlstm
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -187,7 +195,15 @@ MIN_CELLS: tuple[str, ...] = mincells.KINDS
 """Cells whose step is linear in the state (minGRU, minLSTM): they also run as
 a parallel prefix scan (``impl="parallel"``, :mod:`lstm_jax.mincells`)."""
 
-BASELINES: tuple[str, ...] = ("gru", "elman") + MIN_CELLS
+XLSTM_CELLS: tuple[str, ...] = xlstm.KINDS
+"""The xLSTM cells (Beck et al. 2024): sLSTM and mLSTM (:mod:`lstm_jax.xlstm`),
+with heads (``num_heads``) and a choice of forget gate (``forget_fn``)."""
+
+PARALLEL_CELLS: tuple[str, ...] = MIN_CELLS + ("mlstm",)
+"""Cells with a parallel form over the whole sequence (``impl="parallel"``):
+minGRU and minLSTM (prefix scan), mLSTM (chunkwise)."""
+
+BASELINES: tuple[str, ...] = ("gru", "elman") + MIN_CELLS + XLSTM_CELLS
 """The cells that are not LSTM variants (LSTM-only options are refused for them)."""
 
 CELL_NAMES: tuple[str, ...] = tuple(VARIANTS) + BASELINES
@@ -407,10 +423,12 @@ def elman_step(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
 
 
 INIT_OPTIONS: tuple[str, ...] = ("kernel_init", "recurrent_init", "bias_init", "forget_bias",
-                                 "chrono_t_max", "init_scale", "use_bias")
+                                 "chrono_t_max", "init_scale", "use_bias", "num_heads",
+                                 "forget_fn")
 """The :class:`Cell` fields that say how its parameters are initialised (and
-whether it has biases): the one list the Flax wrappers, the interop functions
-and the experiment config pass through."""
+whether it has biases), and the heads and forget gate of an sLSTM or mLSTM:
+the one list the Flax wrappers, the interop functions and the experiment
+config pass through."""
 
 VARIANT_OPTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LSTMVariant))
 """The :class:`LSTMVariant` fields :func:`make_cell` (and the experiment
@@ -423,11 +441,13 @@ class Cell:
 
   Build one with :func:`make_cell`. Methods are thin: ``init`` returns a params
   pytree, ``initial_state`` a zero carry, ``step`` calls :func:`lstm_step`,
-  :func:`gru_step`, :func:`elman_step`, :func:`lstm_jax.mincells.mingru_step`
-  or :func:`~lstm_jax.mincells.minlstm_step`.
+  :func:`gru_step`, :func:`elman_step`, :func:`lstm_jax.mincells.mingru_step`,
+  :func:`~lstm_jax.mincells.minlstm_step`, :func:`lstm_jax.xlstm.slstm_step` or
+  :func:`~lstm_jax.xlstm.mlstm_step`.
 
   Attributes:
-    kind: ``"lstm"``, ``"gru"``, ``"elman"``, ``"mingru"`` or ``"minlstm"``.
+    kind: ``"lstm"``, ``"gru"``, ``"elman"``, ``"mingru"``, ``"minlstm"``,
+      ``"slstm"`` or ``"mlstm"``.
     hidden_size: ``H``.
     variant: LSTM options (ignored by the other kinds).
     proj_size: ``P`` for an output projection (LSTMP); 0 for none.
@@ -439,6 +459,8 @@ class Cell:
     bias_init: LSTM bias scheme from :data:`lstm_jax.init.BIAS_INITS`, or an
       initialiser called once per gate block ``[H]`` (every bias of a GRU,
       Elman RNN, minGRU or minLSTM too; the named schemes leave those zero).
+      An sLSTM takes ``forget`` and ``chrono`` as an LSTM does; an mLSTM
+      applies them to its per-head gate biases ``b_if`` (``b`` stays zero).
     forget_bias: forget-gate bias for the ``forget`` and ``hs1997`` schemes.
     chrono_t_max: ``T_max`` for the ``chrono`` scheme.
     init_scale: half-width for the ``uniform`` kernel initialiser.
@@ -447,8 +469,12 @@ class Cell:
       gate unit block ``k`` gets ``b_i = -(k+1) * input`` and ``b_o = -(k+1) *
       output`` (e.g. ``(3.0, 0.0)``: input-gate biases -3, -6 and zero
       output-gate biases).
+    num_heads: heads ``NH`` of an sLSTM (block-diagonal recurrence) or an
+      mLSTM (one matrix memory each); ``hidden_size`` must be a multiple.
+    forget_fn: forget gate of an sLSTM or mLSTM, ``"sigmoid"`` or ``"exp"``
+      (:data:`lstm_jax.xlstm.FORGET_FNS`).
   """
-  kind: Literal["lstm", "gru", "elman", "mingru", "minlstm"]
+  kind: Literal["lstm", "gru", "elman", "mingru", "minlstm", "slstm", "mlstm"]
   hidden_size: int
   variant: LSTMVariant = LSTMVariant()
   proj_size: int = 0
@@ -461,6 +487,8 @@ class Cell:
   init_scale: float = 0.1
   use_bias: bool = True
   gate_bias_steps: tuple[float, float] = (1.0, 1.0)
+  num_heads: int = 1
+  forget_fn: str = "sigmoid"
 
   def __post_init__(self):
     if self.kind not in ("lstm",) + BASELINES:
@@ -481,8 +509,8 @@ class Cell:
         checks.fail(field, value, "allowed: " + ", ".join(map(repr, names))
                     + ", or an initialiser (key, shape, dtype) -> array")
     if self.bias_init == "chrono":
-      if self.kind != "lstm":
-        raise ValueError("bias_init='chrono' is defined for LSTM cells only")
+      if self.kind not in ("lstm",) + XLSTM_CELLS:
+        raise ValueError("bias_init='chrono' is defined for LSTM, sLSTM and mLSTM cells only")
       if self.chrono_t_max is None or not self.chrono_t_max > 2:
         raise ValueError(f"chrono_t_max={self.chrono_t_max!r}: bias_init='chrono' needs the "
                          "longest expected dependency T_max > 2")
@@ -490,6 +518,22 @@ class Cell:
       raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of block_size="
                        f"{self.variant.block_size}; allowed: a whole number of blocks of "
                        "memory cells")
+    if self.bias_init == "hs1997" and self.kind in XLSTM_CELLS:
+      checks.fail("bias_init", self.bias_init, f"cell kind {self.kind!r} has no memory blocks; "
+                  "allowed: 'forget', 'chrono' or an initialiser")
+    checks.integer("num_heads", self.num_heads, 1)
+    if self.kind in XLSTM_CELLS:
+      if self.hidden_size % self.num_heads:
+        checks.fail("num_heads", self.num_heads, f"hidden_size={self.hidden_size} must be a "
+                    "multiple of it")
+      checks.choice("forget_fn", self.forget_fn, xlstm.FORGET_FNS)
+    else:
+      if self.num_heads != 1:
+        checks.fail("num_heads", self.num_heads, f"cell kind {self.kind!r} has no heads; "
+                    "allowed: 1 (heads are for 'slstm' and 'mlstm')")
+      if self.forget_fn != "sigmoid":
+        checks.fail("forget_fn", self.forget_fn, f"cell kind {self.kind!r} has a sigmoid "
+                    "forget gate; allowed: 'sigmoid' ('exp' is for 'slstm' and 'mlstm')")
     checks.number("forget_bias", self.forget_bias, -float("inf"))
     checks.number("init_scale", self.init_scale, 0.0, strict=True)
     checks.boolean("use_bias", self.use_bias)
@@ -518,6 +562,8 @@ class Cell:
       return len(self.variant.blocks)
     if self.kind in MIN_CELLS:
       return mincells.NUM_BLOCKS[self.kind]
+    if self.kind in XLSTM_CELLS:
+      return 4
     return 3 if self.kind == "gru" else 1
 
   @property
@@ -525,6 +571,12 @@ class Cell:
     """Whether the step is linear in the state (:data:`MIN_CELLS`), so that
     the sequence can run as a parallel prefix scan."""
     return self.kind in MIN_CELLS
+
+  @property
+  def has_parallel(self) -> bool:
+    """Whether the layer has a parallel form over the sequence
+    (:data:`PARALLEL_CELLS`: minGRU, minLSTM, mLSTM)."""
+    return self.kind in PARALLEL_CELLS
 
   # -- parameters ------------------------------------------------------------
   def init(self, key: Array, input_size: int, dtype: jnp.dtype = jnp.float32) -> Params:
@@ -537,6 +589,8 @@ class Cell:
     kernel = (functools.partial(_blocked_kernel, variant=self.variant) if blocked
               else initializers.gate_kernel)
     params: Params = {"w_x": kernel(self.kernel_init, k_x, input_size, h, nb, **kw)}
+    if self.kind in XLSTM_CELLS:
+      return self._init_xlstm(params, input_size, k_h, k_b, dtype)
     if not self.linear:
       params["w_h"] = kernel(self.recurrent_init, k_h, r, h, nb, **kw)
     if self.kind == "lstm":
@@ -576,6 +630,32 @@ class Cell:
           params["b_hn"] = jnp.zeros((h,), dtype)
     return params
 
+  def _init_xlstm(self, params: Params, input_size: int, k_h: Array, k_b: Array,
+                  dtype: jnp.dtype) -> Params:
+    """The rest of an sLSTM's or mLSTM's parameters (layout: module docstring)."""
+    h, nh = self.hidden_size, self.num_heads
+    d = h // nh
+    kw = dict(scale=self.init_scale, dtype=dtype)
+    bias = lambda key, n: initializers.lstm_bias(self.bias_init, key, n,
+                                                 forget_bias=self.forget_bias,
+                                                 t_max=self.chrono_t_max, dtype=dtype)
+    k_b, k_b2 = jax.random.split(k_b)
+    if self.kind == "slstm":
+      params["w_h"] = jnp.stack([
+          initializers.gate_kernel(self.recurrent_init, k, d, d, 4, **kw)
+          for k in jax.random.split(k_h, nh)])
+      if self.use_bias:
+        params["b"] = bias(k_b, h)
+      return params
+    params["w_if"] = initializers.gate_kernel(self.kernel_init, k_h, input_size, nh, 2, **kw)
+    if self.use_bias:
+      params["b"] = (initializers.bias_blocks(self.bias_init, k_b, h, 4, dtype=dtype)
+                     if callable(self.bias_init) else jnp.zeros((4 * h,), dtype))
+      # lstm_bias' blocks are i, f, g, o; the mLSTM's gate biases are i, f.
+      params["b_if"] = (initializers.bias_blocks(self.bias_init, k_b2, nh, 2, dtype=dtype)
+                        if callable(self.bias_init) else bias(k_b2, nh)[:2 * nh])
+    return params
+
   def param_shapes(self, input_size: int) -> dict[str, tuple[int, ...]]:
     """Expected shape of every parameter for inputs of size ``input_size``."""
     return dict(_param_shapes(self, input_size))
@@ -602,13 +682,13 @@ class Cell:
     expected = self.param_shapes(in_size)
     for k in params:
       if k not in expected:
-        hint = " (the cell was made with use_bias=False)" if k in ("b", "b_hn") else ""
+        hint = " (the cell was made with use_bias=False)" if k in ("b", "b_hn", "b_if") else ""
         raise ValueError(f"params[{k!r}] is not a parameter of {self.describe()}{hint}; "
                          f"expected entries: {', '.join(sorted(expected))}")
     for k, shape in expected.items():
       if k not in params:
         hint = " (make the cell with use_bias=False for a cell without biases)" \
-            if k in ("b", "b_hn") else ""
+            if k in ("b", "b_hn", "b_if") else ""
         raise ValueError(f"params[{k!r}] is missing for {self.describe()}{hint}")
       got = tuple(getattr(params[k], "shape", ()))
       if got != shape:
@@ -619,16 +699,27 @@ class Cell:
   def describe(self) -> str:
     """Short human-readable description, e.g. ``lstm 'cifg' H=64``."""
     extra = f" P={self.proj_size}" if self.proj_size else ""
+    if self.kind in XLSTM_CELLS and self.num_heads > 1:
+      extra += f" heads={self.num_heads}"
     return f"{self.kind} {self.name!r} H={self.hidden_size}{extra}"
 
   # -- state and step --------------------------------------------------------
   def initial_state(self, batch_shape: int | tuple[int, ...] = (),
                     dtype: jnp.dtype = jnp.float32) -> Any:
-    """Zero carry: :class:`LSTMState` for an LSTM, ``h [*batch, H]`` otherwise."""
+    """Zero carry: :class:`LSTMState` for an LSTM, :class:`~lstm_jax.xlstm.SLSTMState`
+    / :class:`~lstm_jax.xlstm.MLSTMState` for an sLSTM / mLSTM (an empty
+    memory), ``h [*batch, H]`` otherwise."""
     if isinstance(batch_shape, int):
       batch_shape = (batch_shape,)
     batch_shape = tuple(batch_shape)
     zeros = lambda n: jnp.zeros(batch_shape + (n,), dtype)
+    if self.kind == "slstm":
+      return xlstm.SLSTMState(*(zeros(self.hidden_size) for _ in range(4)))
+    if self.kind == "mlstm":
+      nh, d = self.num_heads, self.hidden_size // self.num_heads
+      return xlstm.MLSTMState(c=jnp.zeros(batch_shape + (nh, d, d), dtype),
+                              n=jnp.zeros(batch_shape + (nh, d), dtype),
+                              m=jnp.zeros(batch_shape + (nh,), dtype))
     if self.kind != "lstm":
       return zeros(self.hidden_size)
     gates = zeros(3 * self.hidden_size) if self.variant.gate_recurrence else None
@@ -642,6 +733,10 @@ class Cell:
       return gru_step(params, carry, x)
     if self.linear:
       return mincells.STEPS[self.kind](params, carry, x)
+    if self.kind == "slstm":
+      return xlstm.slstm_step(params, carry, x, self.forget_fn)
+    if self.kind == "mlstm":
+      return xlstm.mlstm_step(params, carry, x, self.num_heads, self.forget_fn)
     return elman_step(params, carry, x)
 
 
@@ -678,13 +773,13 @@ def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
 
   Args:
     name: one of :data:`CELL_NAMES` (LSTM variants, ``"gru"``, ``"elman"``,
-      ``"mingru"``, ``"minlstm"``), or an :class:`LSTMVariant` for a custom
+      ``"mingru"``, ``"minlstm"``, ``"slstm"``, ``"mlstm"``), or an :class:`LSTMVariant` for a custom
       combination of options.
     hidden_size: ``H``.
     proj_size: LSTMP projection size ``P < H``; required for ``"lstmp"``.
     **options: other :class:`Cell` fields (``kernel_init``, ``recurrent_init``,
       ``bias_init``, ``forget_bias``, ``chrono_t_max``, ``init_scale``,
-      ``use_bias``, ``gate_bias_steps``), or fields of :class:`LSTMVariant`
+      ``use_bias``, ``gate_bias_steps``, ``num_heads``, ``forget_fn``), or fields of :class:`LSTMVariant`
       (:data:`VARIANT_OPTIONS`) that change the named variant, e.g.
       ``block_size=2`` or ``output_gate=False`` (LSTM cells only).
 
@@ -711,7 +806,8 @@ def make_cell(name: str | LSTMVariant = "vanilla", hidden_size: int = 128, *,
     changed = {k: v for k, v in changes.items() if v != getattr(LSTMVariant(), k)}
     if changed:
       k, v = next(iter(changed.items()))
-      checks.fail(k, v, f"cell={name!r} has no memory cells, only LSTM cells take it "
+      what = "is not an LSTM variant" if name in XLSTM_CELLS else "has no memory cells"
+      checks.fail(k, v, f"cell={name!r} {what}, only LSTM cells take it "
                   f"(allowed: {getattr(LSTMVariant(), k)!r})")
     return Cell(name, hidden_size, LSTMVariant(), proj_size, name, **options)
   return Cell("lstm", hidden_size, dataclasses.replace(VARIANTS[name], **changes), proj_size,

@@ -11,6 +11,8 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     model.hidden_size, model.num_layers, model.proj_size
     model.kernel_init, model.recurrent_init, model.bias_init, model.forget_bias,
     model.chrono_t_max (0: 3/2 of the task's max length), model.init_scale
+    model.num_heads, model.forget_fn  heads and forget gate ("sigmoid" or "exp")
+                      of an sLSTM or mLSTM (model.cell "slstm", "mlstm")
     model.<LSTMVariant field>  any option of the step (input_gate, forget_gate,
                       output_gate, input_activation, output_activation,
                       peepholes, gate_recurrence, layer_norm: None keeps the
@@ -133,7 +135,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       cell="vanilla", hidden_size=32, num_layers=1, proj_size=0,
       kernel_init="lecun_normal", recurrent_init="orthogonal", bias_init="forget",
-      forget_bias=1.0, chrono_t_max=0.0, init_scale=0.1, block_size=1,
+      forget_bias=1.0, chrono_t_max=0.0, init_scale=0.1, num_heads=1, forget_fn="sigmoid",
+      block_size=1,
       truncated_gradient=False, input_to_output=False, readout_init="lecun_normal",
       dropout_in=0.0, dropout_out=0.0, recurrent_dropout=0.0, zoneout_c=0.0, zoneout_h=0.0))
   # The other step options and the bias staircase: None keeps the named cell's own value.

@@ -73,7 +73,8 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
 from lstm_jax import _flax, checks
-from lstm_jax.cells import CELL_NAMES, INIT_OPTIONS, Cell, LSTMVariant, Params, require_lstm
+from lstm_jax.cells import (CELL_NAMES, INIT_OPTIONS, XLSTM_CELLS, Cell, LSTMVariant, Params,
+                            require_lstm)
 
 Array = jax.Array
 Dtype = Any
@@ -114,6 +115,8 @@ class RecurrentCell(nn.RNNCellBase):
     chrono_t_max: ``T_max`` of the ``chrono`` scheme.
     init_scale: half-width of the ``uniform`` kernel initialiser.
     use_bias: whether the cell has biases.
+    num_heads, forget_fn: heads and forget gate (``"sigmoid"`` or ``"exp"``)
+      of an sLSTM or mLSTM.
     gate_fn: Flax's gate activation; only the sigmoid (``jax.nn.sigmoid`` =
       ``nn.sigmoid``, or ``"sigmoid"``) is allowed.
     activation_fn: Flax's activation of the candidate and of the output:
@@ -145,6 +148,8 @@ class RecurrentCell(nn.RNNCellBase):
   chrono_t_max: float | None = None
   init_scale: float = 0.1
   use_bias: bool = True
+  num_heads: int = 1
+  forget_fn: str = "sigmoid"
   gate_fn: Callable[..., Any] | str = jax.nn.sigmoid
   activation_fn: Callable[..., Any] | str | None = None
   recurrent_kernel_init: str | Initializer | None = None
@@ -225,6 +230,9 @@ class RecurrentCell(nn.RNNCellBase):
     rng = jax.random.key(0) if rng is None else rng
 
     def keys():
+      if core.kind in XLSTM_CELLS:  # one key per state leaf
+        yield from (jax.random.fold_in(rng, i) for i in range(len(core.initial_state())))
+        return
       if core.kind != "lstm":
         yield rng
         return

@@ -39,7 +39,8 @@ import numpy as np
 from lstm_jax import checks
 from lstm_jax import fused
 from lstm_jax import mincells
-from lstm_jax.cells import Cell, Params, gru_step
+from lstm_jax import xlstm
+from lstm_jax.cells import PARALLEL_CELLS, Cell, Params, gru_step
 
 Array = jax.Array
 State = Any
@@ -217,13 +218,17 @@ class Regularization(NamedTuple):
       rates[name] = float(value)
     reg = Regularization(**rates)
     if cell is not None:
-      if reg.recurrent_dropout and cell.kind not in ("lstm", "gru", "elman"):
+      if reg.recurrent_dropout and cell.kind not in ("lstm", "gru", "elman", "slstm"):
         checks.fail("recurrent_dropout", reg.recurrent_dropout,
                     f"cell kind {cell.kind!r} has no recurrent matmul; allowed: 0.0, or an "
-                    "LSTM, GRU or Elman cell")
+                    "LSTM, GRU, Elman or sLSTM cell")
       if reg.zoneout_c and cell.kind != "lstm":
         checks.fail("zoneout_c", reg.zoneout_c, f"cell kind {cell.kind!r} has no cell state "
-                    "c; allowed: 0.0 (zoneout_h acts on its state h)")
+                    "c to zone out; allowed: 0.0" + ("" if cell.kind == "mlstm" else
+                                                     " (zoneout_h acts on its state h)"))
+      if reg.zoneout_h and cell.kind == "mlstm":
+        checks.fail("zoneout_h", reg.zoneout_h, "cell kind 'mlstm' carries a matrix memory, "
+                    "not h; allowed: 0.0")
     return reg
 
   @property
@@ -299,6 +304,7 @@ def _noisy(cell: Cell, step: Callable[..., Any], noise: StateNoise
   """``step(params, carry, x)`` with recurrent dropout and zoneout, as
   ``(params, carry, x, t) -> (carry, y)`` (``t`` the step's time index)."""
   lstm = cell.kind == "lstm"
+  has_h = cell.kind in ("lstm", "slstm")  # the carry is a state tuple with an h field
   keys = noise.keys
   rec_mask = None
   if keys is not None and noise.recurrent_dropout:
@@ -317,7 +323,7 @@ def _noisy(cell: Cell, step: Callable[..., Any], noise: StateNoise
   def run(params, carry, x, t):
     if rec_mask is None:
       new, y = step(params, carry, x)
-    elif lstm:
+    elif has_h:
       new, y = step(params, carry._replace(h=carry.h * rec_mask.astype(carry.h.dtype)), x)
     elif cell.kind == "gru":
       new, y = gru_step(params, carry, x, carry * rec_mask.astype(carry.dtype))
@@ -328,6 +334,9 @@ def _noisy(cell: Cell, step: Callable[..., Any], noise: StateNoise
         c = zone(noise.zoneout_c, carry.c, new.c, 0, t)
         h = zone(noise.zoneout_h, carry.h, new.h, 1, t)
         new, y = new._replace(h=h, c=c), h
+      elif has_h:
+        h = zone(noise.zoneout_h, carry.h, new.h, 1, t)
+        new, y = new._replace(h=h), h
       else:
         new = zone(noise.zoneout_h, carry, new, 1, t)
         y = new
@@ -341,7 +350,8 @@ IMPLS = ("auto", "fused", "scan", "parallel")
 differentiation of the scanned step; ``"fused"`` is :mod:`lstm_jax.fused` (a
 custom backward pass, LSTM cells only); ``"parallel"`` is the prefix scan of
 :func:`lstm_jax.mincells.parallel_layer` (``jax.lax.associative_scan``,
-``O(log T)`` depth; cells linear in their state only: minGRU, minLSTM);
+``O(log T)`` depth; cells linear in their state: minGRU, minLSTM) or the
+chunkwise form of :func:`lstm_jax.xlstm.mlstm_parallel` (mLSTM);
 ``"auto"`` uses ``"fused"`` wherever it applies (:func:`fused_reason`),
 ``"parallel"`` wherever it applies (:func:`parallel_reason`) and is faster
 (:func:`parallel_pays`), and ``"scan"`` elsewhere."""
@@ -377,12 +387,38 @@ cores (XLA CPU, jax 0.10). The parallel form wins at ``B * H <= 512`` (by 1.06
 to 2.1x) and loses from ``B * H = 1024`` (by 1.14 to 3.4x), at ``T = 100`` and
 ``1000`` alike."""
 
+MLSTM_PARALLEL_MIN_HEAD = 16
+"""On CPU, ``"auto"`` runs an mLSTM layer in chunkwise form when its head size
+``d = H / num_heads`` is at least this (:data:`MLSTM_TIMINGS`): the step-by-step
+scan updates ``[d, d]`` memories one step at a time, the chunkwise form
+multiplies ``[64, 64]`` blocks, which pays once ``d`` is not tiny."""
+
+MLSTM_TIMINGS: tuple[tuple[int, int, int, int, float, float], ...] = (
+    (100, 8, 32, 4, 1.97, 5.08),
+    (1000, 8, 32, 4, 26.55, 56.20),
+    (100, 8, 64, 4, 6.26, 5.81),
+    (1000, 8, 64, 4, 104.31, 71.29),
+    (100, 32, 16, 1, 14.43, 5.99),
+    (1000, 4, 16, 1, 11.71, 9.14),
+    (100, 8, 32, 1, 14.54, 2.44),
+    (100, 32, 128, 4, 107.24, 82.83),
+    (1000, 32, 128, 4, 1149.96, 461.38),
+    (1000, 8, 128, 1, 1885.92, 122.17),
+)
+"""The measurement behind :data:`MLSTM_PARALLEL_MIN_HEAD`: ``(T, B, H,
+num_heads, scan ms, chunkwise ms)`` of one jitted ``jax.grad`` of
+``sum(outputs)`` with respect to the params and the inputs of
+:func:`scan_layer` (``I = H``, float32, best of 3 after compiling, 2 CPU
+cores). Head size 8: the scan is 2.1-2.6x faster; 16 and up: the chunkwise
+form, by 1.07x (d = 16, 64 at T = 100) to 15x (d = 128)."""
+
 
 def parallel_pays(cell: Cell, batch: int, platform: str | None = None) -> bool:
   """Whether the parallel form is the faster one for a layer of ``cell``.
 
-  On CPU: ``batch * H <= PARALLEL_CPU_MAX_WIDTH`` (measured:
-  :data:`PARALLEL_TIMINGS`). On other platforms (GPU, TPU): always, as the
+  On CPU: for minGRU and minLSTM ``batch * H <= PARALLEL_CPU_MAX_WIDTH``
+  (measured: :data:`PARALLEL_TIMINGS`), for an mLSTM a head size of at least
+  :data:`MLSTM_PARALLEL_MIN_HEAD` (:data:`MLSTM_TIMINGS`). On other platforms (GPU, TPU): always, as the
   scan there runs ``T`` dependent steps of tiny kernels against the prefix
   scan's ``2 log2 T`` passes (not measured by this library).
 
@@ -394,6 +430,8 @@ def parallel_pays(cell: Cell, batch: int, platform: str | None = None) -> bool:
   platform = jax.default_backend() if platform is None else platform
   if platform != "cpu":
     return True
+  if cell.kind == "mlstm":
+    return cell.hidden_size // cell.num_heads >= MLSTM_PARALLEL_MIN_HEAD
   return batch * cell.hidden_size <= PARALLEL_CPU_MAX_WIDTH
 
 
@@ -437,7 +475,7 @@ def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int
   checks.choice("impl", impl, IMPLS)
   if impl == "scan":
     return "scan"
-  if impl == "parallel" or (impl == "auto" and cell.linear):
+  if impl == "parallel" or (impl == "auto" and cell.has_parallel):
     reason = parallel_reason(cell, remat, truncate, noise)
     if reason is None and impl == "auto" and batch is None:
       return "auto"
@@ -451,7 +489,7 @@ def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int
   if reason is None:
     return "fused"
   if impl == "fused":
-    other = "impl='parallel', impl='auto'" if cell.linear else "impl='auto' to fall back " \
+    other = "impl='parallel', impl='auto'" if cell.has_parallel else "impl='auto' to fall back " \
         "to the plain scan"
     checks.fail("impl", impl, f"the fused layer does not cover {reason}; use {other}, or "
                 "impl='scan'")
@@ -475,9 +513,9 @@ def parallel_reason(cell: Cell, remat: str | int = "none", truncate: int = 0,
     truncate: truncated BPTT interval (only 0).
     noise: a regulariser inside the recurrence (:func:`resolve_impl`).
   """
-  if not cell.linear:
+  if not cell.has_parallel:
     return (f"cell kind {cell.kind!r} (its step is not linear in the state; only "
-            f"{', '.join(map(repr, mincells.KINDS))} are)")
+            f"{', '.join(map(repr, PARALLEL_CELLS))} have a parallel form)")
   if remat != "none":
     return f"remat={remat!r} (the parallel form stores every step; use remat='none')"
   if truncate:
@@ -575,6 +613,9 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
     return fused.fused_layer(cell, params, xs, state, lengths, reverse=reverse,
                              unroll=unroll, segment=chunk, emit=emit)
   if impl == "parallel":
+    if cell.kind == "mlstm":
+      return xlstm.mlstm_parallel(params, xs, state, lengths, num_heads=cell.num_heads,
+                                  forget_fn=cell.forget_fn, reverse=reverse, emit=emit)
     return mincells.parallel_layer(cell.kind, params, xs, state, lengths, reverse=reverse,
                                    emit=emit)
   step = cell.step if noise is None else _noisy(cell, cell.step, noise)

@@ -72,8 +72,10 @@ def gate_blocks(spec):
 
 def test_specs_cover_every_named_variant():
   assert set(SPECS) == set(VARIANTS)
-  # minGRU and minLSTM have their own reference in tests/test_mincells.py.
-  assert set(ALL_NAMES) | set(lstm_jax.MIN_CELLS) == set(lstm_jax.CELL_NAMES)
+  # minGRU and minLSTM have their own reference in tests/test_mincells.py,
+  # sLSTM and mLSTM in tests/test_xlstm.py.
+  assert (set(ALL_NAMES) | set(lstm_jax.MIN_CELLS) | set(lstm_jax.cells.XLSTM_CELLS)
+          == set(lstm_jax.CELL_NAMES))
 
 
 # ----------------------------------------------------------------------------

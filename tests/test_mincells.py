@@ -120,7 +120,7 @@ def test_lstm_only_options_are_refused(kind):
   with pytest.raises(ValueError, match=rf"proj_size=2 is only available for LSTM cells, "
                                        rf"not '{kind}'"):
     L.make_cell(kind, H, proj_size=2)
-  with pytest.raises(ValueError, match="chrono' is defined for LSTM cells only"):
+  with pytest.raises(ValueError, match="chrono' is defined for LSTM, sLSTM and mLSTM cells only"):
     L.make_cell(kind, H, bias_init="chrono", chrono_t_max=10.0)
   with pytest.raises(ValueError, match=rf"cell='{kind}' is not an LSTM variant"):
     lnn.LSTMCell(features=H, cell=kind)
