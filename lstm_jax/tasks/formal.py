@@ -38,6 +38,7 @@ from lstm_jax.tasks.modern import EVAL_SIZE, _strict_argmax_hit
 
 Array = jax.Array
 
+
 @dataclasses.dataclass(frozen=True)
 class LengthExtrapolation(Task):
   """A classification at the last step of a variable-length sequence, trained
@@ -50,10 +51,10 @@ class LengthExtrapolation(Task):
   (``"train"``; ``"test"`` in :attr:`held_out`; set by :attr:`held_out`
   only). ``dataclasses.replace`` gives back a ``"train"`` task.
 
-  Subclasses implement ``input_size``, ``output_size``, ``_tokens``
-  (uniforms ``[B, T]``, one per step, and lengths ``[B]`` -> ``<int32>[B,
-  T]`` tokens and ``<int32>[B]`` answers) and ``chance_accuracy``, and may round the drawn lengths
-  (``_round_lengths``).
+  Subclasses implement ``input_size``, ``output_size``, ``chance_accuracy``
+  and ``_tokens`` (uniforms ``[B, T]``, one per step, and lengths ``[B]`` ->
+  ``<int32>[B, T]`` tokens and ``<int32>[B]`` answers), and may round the
+  drawn lengths (``_round_lengths``).
 
   Per-sequence: ``correct`` (the answer's output strictly the largest at the
   last real step), ``error`` (max |softmax - one-hot| there). ``summarize``
@@ -64,6 +65,7 @@ class LengthExtrapolation(Task):
   loss_type: ClassVar[str] = "softmax_xent"
   min_lag: ClassVar[int] = 1
   lag_meaning: ClassVar[str] = "the longest training length"
+
   lag: int = 40
   train_min: int = 3
   test_min: int = 40
@@ -152,10 +154,10 @@ class Parity(LengthExtrapolation):
   ``baseline``; the last bit alone says nothing of the parity).
 
   Published: Delétang et al. 2023 find that LSTMs solve the regular tasks,
-  parity among them, with length generalisation, and Transformers do not;
-  xLSTM (Beck et al. 2024) shows sLSTM's recurrent state tracking parity
-  where parallel-scan models (Mamba, minGRU-like linear recurrences) fail to
-  extrapolate.
+  parity among them, with length generalisation, and Transformers do not.
+  State tracking such as parity is where sLSTM's recurrent (memory-mixing)
+  state helps and parallel-scan models such as Mamba or minGRU fail to
+  extrapolate (Beck et al. 2024, xLSTM).
   """
   name: ClassVar[str] = "parity"
 
@@ -172,8 +174,7 @@ class Parity(LengthExtrapolation):
     return 2
 
   def _tokens(self, u: Array, lengths: Array) -> tuple[Array, Array]:
-    bits = to_int(u, 0, 2)                                         # [B, T]
-    bits = bits * valid_steps(lengths, bits.shape[1])
+    bits = to_int(u, 0, 2) * valid_steps(lengths, u.shape[1])             # [B, T]
     return bits, jnp.sum(bits, axis=1) % 2
 
   def _baseline(self) -> float:
@@ -195,10 +196,10 @@ def running_value(tokens: Array) -> Array:
   Returns:
     ``<int32>[B, T]``: at an even step ``t`` the value mod 5 of the expression
     ``tokens[:, :t+1]`` (at odd steps the value of the expression before it).
-    The state is ``(total, sign, term)``: the value is ``total + sign *
-    term``; a number after ``*`` multiplies ``term``, one after ``+`` / ``-``
-    adds ``sign * term`` to ``total`` and starts a new term with sign ``+1`` /
-    ``-1``.
+    The state is ``(total, sign, term, pending operator)``, the value
+    ``total + sign * term``: a number after ``*`` multiplies ``term``, one
+    after ``+`` / ``-`` adds ``sign * term`` to ``total`` and starts a new
+    term with sign ``+1`` / ``-1``; the state starts as ``0 + ``.
   """
   batch = tokens.shape[0]
   zeros = jnp.zeros((batch,), jnp.int32)
@@ -216,7 +217,7 @@ def running_value(tokens: Array) -> Array:
     pending = jnp.where(number, pending, token)
     return (total, sign, term, pending), (total + sign * term) % MODULUS
 
-  start = (zeros, zeros + 1, zeros, zeros + MODULUS)   # "0 + ..." before the first number
+  start = (zeros, zeros + 1, zeros, zeros + MODULUS)
   _, values = jax.lax.scan(step, start, tokens.T)
   return values.T
 
