@@ -207,7 +207,13 @@ def supervise(run: DistributedRun) -> None:
   os.close(write_end)
   for signum in FORWARDED_SIGNALS:
     signal.signal(signum, lambda sig, frame: _send(child, sig))
-  log = RuntimeLog(lambda data: _write(2, data))
+  last = [b"\n"]  # the last byte written: the one line starts a line of its own
+
+  def write(data: bytes) -> None:
+    _write(2, data)
+    last[0] = data[-1:] or last[0]
+
+  log = RuntimeLog(write)
   while True:
     ready, _, _ = select.select([read_end], [], [], 0.1)
     if ready:
@@ -222,7 +228,7 @@ def supervise(run: DistributedRun) -> None:
   code = os.waitstatus_to_exitcode(status)
   if log.fatal is not None:
     line, at_start = runtime_fault(log.fatal, run)
-    _write(2, f"error: {line}\n".encode())
+    _write(2, (b"" if last[0] == b"\n" else b"\n") + f"error: {line}\n".encode())
     code = 2 if at_start else PEER_EXIT
   elif code < 0:
     code = 128 - code

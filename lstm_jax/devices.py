@@ -757,6 +757,9 @@ class RuntimeLog:
     self._held, self._buffer = [], b""
 
   def _drain(self, now: float, flush: bool) -> None:
+    # A log message of several lines comes in one write: the lines after a
+    # held one, in the same data, belong to it.
+    holding = False
     while self._buffer and self.fatal is None:
       end = self._buffer.find(b"\n") + 1
       if not end:  # a partial line: written now, unless a log line begins in it
@@ -779,8 +782,12 @@ class RuntimeLog:
         break
       if found and found.group(1) in b"EW" and _RUNTIME_SOURCES.search(found.group(2)):
         self._held.append((now, line))
+        holding = True
+      elif holding and not found:
+        self._held[-1] = (self._held[-1][0], self._held[-1][1] + line)
       else:
         self.write(line)
+        holding = False
     self._pending_since = None
 
   def _fatal_text(self, data: bytes) -> None:
@@ -797,7 +804,8 @@ def runtime_fault(fatal: str, run: DistributedRun) -> tuple[str, bool]:
   (:attr:`RuntimeLog.fatal`) and whether it came at the start (the run never
   started) rather than later (another process died or stopped answering)."""
   text = " ".join(fatal.split())
-  status = text.split("absl::Status: ", 1)[-1][:300]
+  status = text.split("absl::Status: ", 1)[-1]
+  status = re.sub(r" ?(\[type\.googleapis\.com/\S*|RPC: /\S+).*", "", status)[:240]
   n = run.num_processes
   ids = f"a distinct --process_id in 0..{n - 1}" if n else "a distinct process id"
   where = f"coordinator {run.coordinator}" if run.coordinator else "the coordinator"
@@ -813,6 +821,11 @@ def runtime_fault(fatal: str, run: DistributedRun) -> tuple[str, bool]:
     return (f"distributed: not {count} processes joined {where} within {run.timeout_s} s "
             f"({me}); start every process with the same --num_processes and {ids}, each "
             "within --distributed_timeout of the others", True)
+  silent = re.search(r"stopped sending heartbeats\)?:? ?([\d, ]*\d)", text)
+  if silent:
+    return (f"distributed: process {silent.group(1)} stopped sending heartbeats for "
+            f"{run.timeout_s} s ({where}, {me}); it probably died or hangs. Rerun the same "
+            "command on every process to resume from the last checkpoint", False)
   return (f"distributed: the runtime stopped {me} ({status}); another process probably "
           "died or stopped answering. Rerun the same command on every process to resume "
           "from the last checkpoint", False)

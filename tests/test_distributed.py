@@ -213,16 +213,18 @@ def test_the_runtime_log_passes_stderr_on_and_sums_up_a_fatal_stop():
   out = []
   log = devices.RuntimeLog(out.append, hold_s=1.0)
   log.feed(b"\rbar:  7%|7| 80/1200\rbar: 13%|", 0.0)  # a progress bar: written at once
-  log.feed(b"W1204 04:04:20.1 1 coordination_service_agent.cc:9] slow\nplain line\n", 0.0)
+  log.feed(b"W1204 04:04:20.1 1 coordination_service_agent.cc:9] slow\n", 0.0)
+  log.feed(b"plain line\n", 0.0)
   assert b"".join(out) == b"\rbar:  7%|7| 80/1200\rbar: 13%|plain line\n"
   log.tick(1.5)  # the runtime's warning, no fatal stop after it: written late
   assert out[-1].endswith(b"slow\n") and log.fatal is None
   log.feed(b"E1204 04:04:20.2 1 other.cc:3] not the runtime\n", 2.0)
   assert out[-1].endswith(b"not the runtime\n")
+  log.feed(b"E1204 04:04:20.3 1 coordination_service.cc:7] two\n\nlines\n", 2.0)
   log.feed(b"\rbar: 20%|", 2.0)
   out.clear()
   for i in range(0, len(_FATAL), 37):  # in pieces, as a pipe may deliver it
-    log.feed(_FATAL[i:i + 37], 3.0)
+    log.feed(_FATAL[i:i + 37], 2.5)
   log.feed(b"more of the dump\n", 3.0)
   log.tick(10.0)
   log.close()
@@ -236,8 +238,14 @@ def test_the_runtime_log_passes_stderr_on_and_sums_up_a_fatal_stop():
       "Terminating process ... absl::Status: DEADLINE_EXCEEDED: Deadline Exceeded RPC: "
       "/xla.coordination.CoordinationService/RegisterTask", run)
   assert at_start and "not all 2 processes joined coordinator localhost:1234 within 20 s" in line
-  line, at_start = devices.runtime_fault("absl::Status: UNAVAILABLE: heartbeat timeout", run)
-  assert not at_start and "another process probably died" in line
+  line, at_start = devices.runtime_fault(
+      "absl::Status: UNAVAILABLE: The following tasks are unhealthy (stopped sending "
+      "heartbeats): 1 The tasks have crashed. RPC: /xla.coordination.CoordinationService/"
+      "PollForError [type.googleapis.com/tensorflow.C", run)
+  assert not at_start and line.startswith("distributed: process 1 stopped sending heartbeats "
+                                          "for 20 s"), line
+  line, at_start = devices.runtime_fault("absl::Status: INTERNAL: something else RPC: /x", run)
+  assert not at_start and "(INTERNAL: something else); another process probably died" in line
 
 
 def _ends_in_one_line(proc: subprocess.Popen, started: float) -> tuple[int, str, float]:
