@@ -7,7 +7,10 @@ and lag with the tuning spend, and prints that table. Points run with
 memory diagnostics (``--config.base.diagnostics.every=N``; lstm_jax.runner)
 also give DIR/diagnostics.png (gradient norm by distance, state norm over
 time, forget-gate time scale against lag). Rerunning with the
-same DIR skips finished points. A point whose run would not fit in memory
+same DIR skips finished points. Over several processes (``--coordinator``,
+``--num_processes``, ``--process_id``, as for ``experiments.run``) every
+process runs the whole sweep, each point's seeds split over all of them,
+and only process 0 writes DIR. A point whose run would not fit in memory
 stops the sweep with one line on stderr and exit status 2 when its turn
 comes (``--force`` runs it anyway).
 
@@ -33,6 +36,7 @@ from absl import app, logging
 
 from experiments.cli import (FORCE, chosen_shard, config_and_workdir_flags, exit_codes,
                              parse_flags, report_missing, shard_and_merge_flags)
+from lstm_jax.devices import is_primary
 from lstm_jax.sweep import (best_markdown, best_settings, grid_fields, memory_horizons,
                             merge_sweep, results_markdown, run_sweep)
 
@@ -76,6 +80,8 @@ def main(argv: list[str]) -> None:
   fields = list(grid_fields(config))
   if fields:
     print(best_markdown(best_settings(rows, fields), fields, config))
+  if not is_primary():  # several processes: process 0 wrote the files
+    return
   names = [os.path.join(workdir, "results.md"), *(["best.md"] if fields else []),
            "memory_vs_lag.png"]
   if os.path.exists(os.path.join(workdir, "diagnostics.png")):
