@@ -43,7 +43,11 @@ seed's batch) are split over all of their devices, and every process runs
 the same program on its own part. Results that live on other processes'
 devices are brought to every process by :func:`to_host`; :func:`broadcast`
 and :func:`barrier` keep the processes in step around files only process 0
-writes.
+writes. Faults the runtime finds itself (processes missing at the start,
+two with one id, a process that stopped sending heartbeats) stop a process
+from C++ (a fatal log and ``abort()``); :class:`RuntimeLog` and
+:func:`runtime_fault` turn that into one line for a supervising process
+(``experiments.cli.supervise``).
 """
 
 from __future__ import annotations
