@@ -11,6 +11,8 @@ Fields (every one overridable on the command line, e.g. ``--config.lag=1000``)::
     model.hidden_size, model.num_layers, model.proj_size
     model.kernel_init, model.recurrent_init, model.bias_init, model.forget_bias,
     model.chrono_t_max (0: 3/2 of the task's max length), model.init_scale
+    model.block       "plain" (layers stacked) or "residual" (pre-norm residual
+                      blocks with an MLP, as minGRU / xLSTM models stack cells)
     model.num_heads, model.forget_fn  heads and forget gate ("sigmoid" or "exp")
                       of an sLSTM or mLSTM (model.cell "slstm", "mlstm")
     model.<LSTMVariant field>  any option of the step (input_gate, forget_gate,
@@ -103,7 +105,8 @@ UPDATE_EVERY = ("sequence", "step")
 # Fields a built object checks itself, and where they live in the config.
 _MODEL_FIELDS = {"remat": "remat", "truncate": "tbptt", "impl": "impl",
                  "num_layers": "model.num_layers", "output_size": "model.output_size",
-                 "cell": "model.cell"}
+                 "cell": "model.cell", "block": "model.block",
+                 "input_to_output": "model.input_to_output"}
 _PLACEMENT_FIELDS = {"num_seeds": "num_seeds", "ensemble": "ensemble",
                      "split_batch": "split_batch"}
 
@@ -138,7 +141,8 @@ def default_config() -> ml_collections.ConfigDict:
       forget_bias=1.0, chrono_t_max=0.0, init_scale=0.1, num_heads=1, forget_fn="sigmoid",
       block_size=1,
       truncated_gradient=False, input_to_output=False, readout_init="lecun_normal",
-      dropout_in=0.0, dropout_out=0.0, recurrent_dropout=0.0, zoneout_c=0.0, zoneout_h=0.0))
+      dropout_in=0.0, dropout_out=0.0, recurrent_dropout=0.0, zoneout_c=0.0, zoneout_h=0.0,
+      block="plain"))
   # The other step options and the bias staircase: None keeps the named cell's own value.
   for name, kind in _UNSET_OPTIONS.items():
     c.model[name] = ml_collections.config_dict.placeholder(kind)
@@ -231,9 +235,14 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = Non
                        proj_size=m.proj_size, remat=config.remat, truncate=config.tbptt,
                        impl=config.impl, input_to_output=m.get("input_to_output", False),
                        readout_init=m.get("readout_init", "lecun_normal"),
+                       block=m.get("block", "plain"),
                        regularization=regularization, **options)
   except ValueError as err:
     raise _error(err, _MODEL_FIELDS, "model") from None
+  if model.block == "residual" and config.diagnostics.every:
+    raise ConfigError(f"config.diagnostics.every={config.diagnostics.every} is not allowed "
+                      "with model.block='residual' (the diagnostics read the first layer's "
+                      "raw inputs); allowed: 0")
   if config.get("update_every", "sequence") == "step":
     _check_per_step(config, task, model)
   try:

@@ -286,7 +286,7 @@ def hidden_trace(cell: Cell, params: Params, xs: Array, state: Any = None,
   :func:`lstm_jax.sequence.scan_layer` does, and are excluded by ``mask``.
 
   Args:
-    cell: any :class:`~lstm_jax.cells.Cell` (LSTM, GRU or Elman).
+    cell: any :class:`~lstm_jax.cells.Cell`.
     params: that layer's parameters.
     xs: ``[B, T, I]`` inputs, batch-major.
     state: initial state (``cell.initial_state(B)`` layout), or ``None`` for zeros.
@@ -294,22 +294,23 @@ def hidden_trace(cell: Cell, params: Params, xs: Array, state: Any = None,
 
   Returns:
     ``(h [T, B, R], mask [T, B])``: ``R`` the cell's output size, ``mask``
-    ``True`` at real steps.
+    ``True`` at real steps (padded steps repeat the last real step's ``h``).
   """
   state, lengths = _scan_inputs(cell, xs, state, lengths)
-  output = (lambda s: s.h) if cell.kind == "lstm" else (lambda s: s)
 
   def body(carry: Any, inp: tuple[Array, Array]):
     x, t = inp
-    new, _ = cell.step(params, carry, x)
+    state, y_prev = carry
+    new, y = cell.step(params, state, x)  # y is h (an mLSTM has no h in its state)
     valid = t < lengths
     keep = jax.tree_util.tree_map(
         lambda n, o: jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o),
-        new, carry)
-    return keep, (output(keep), valid)
+        (new, y), (state, y_prev))
+    return keep, (keep[1], valid)
 
   ts = jnp.arange(xs.shape[1], dtype=lengths.dtype)
-  _, (h, mask) = jax.lax.scan(body, state, (jnp.swapaxes(xs, 0, 1), ts))
+  y0 = jnp.zeros((xs.shape[0], cell.output_size), xs.dtype)
+  _, (h, mask) = jax.lax.scan(body, (state, y0), (jnp.swapaxes(xs, 0, 1), ts))
   return h, mask
 
 

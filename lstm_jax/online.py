@@ -64,6 +64,8 @@ def unsupported(model: SequenceModel, task: Any) -> str | None:
             "model.truncated_gradient=True)")
   if cell.proj_size:
     return f"proj_size={cell.proj_size}"
+  if model.block != "plain":
+    return f"block={model.block!r} (per-step learning is written for plain stacks)"
   if model.num_layers != 1:
     return f"num_layers={model.num_layers} (one layer of memory cells)"
   if model.regularization.active:

@@ -27,7 +27,7 @@ import lstm_jax as L
 from lstm_jax import config as config_lib
 from lstm_jax import linen as lnn
 from lstm_jax import nnx as lnnx
-from lstm_jax import sequence, xlstm
+from lstm_jax import diagnostics, sequence, xlstm
 
 B, T, I, H, NH = 3, 7, 3, 4, 2
 D = H // NH
@@ -325,6 +325,11 @@ def test_stacked_bidirectional_and_model(kind):
   params = model.init(jax.random.key(2), I)
   out = model.apply(params, xs, jnp.asarray(LENGTHS))
   assert out.shape == (B, T, 2) and np.isfinite(out).all()
+  # The memory diagnostics read the layer's output h (an mLSTM's state has none).
+  h, mask = diagnostics.hidden_trace(cell, stack[0], xs, lengths=jnp.asarray(LENGTHS))
+  np.testing.assert_allclose(h[:3, 1], jnp.swapaxes(L.rnn(cell, stack[0], xs)[0], 0, 1)[:3, 1],
+                             rtol=1e-5, atol=1e-6)
+  assert h.shape == (T, B, H) and not mask[:, 2].any()
 
 
 @pytest.mark.parametrize("kind", xlstm.KINDS)
