@@ -330,3 +330,65 @@ def test_main_runs_a_grid(tmp_path, capsys):
   assert bm.main(["--grid", "--shapes=1x2x3x4"]) == 2
   err = capsys.readouterr().err
   assert "--grid='huge'; allowed" in err and "give one of them" in err
+
+
+def test_main_runs_the_cells_in_every_form(tmp_path, capsys):
+  """--cells --quick through the CLI: a row per cell and form with finite positive
+  timings, the scan/parallel and x LSTM ratios, and the same loss in every form."""
+  path = tmp_path / "cells.json"
+  rc = bm.main(["--cells", "--quick", "--quiet", "--cell_names=gru,mingru,slstm,mlstm",
+                "--rounds=1", "--max_iters=1", f"--json={path}"])
+  out = capsys.readouterr().out
+  assert rc == 0
+  assert "| shape | cell | form | train us/step |" in out
+  assert "| shape | cell | heads | auto | train best | train scan/par |" in out
+  loaded = json.loads(path.read_text())
+  assert loaded["settings"]["cells"] == ["vanilla", "gru", "mingru", "slstm", "mlstm"]
+  (res,) = loaded["results"]
+  assert res["shape"] == dict(zip("BTIH", bm.QUICK_CELL_SHAPES[0]))
+  cells = res["cells"]
+  assert sorted(cells) == sorted(loaded["settings"]["cells"])
+  assert res["lstm_form"] == "fused"
+  for name, c in cells.items():
+    assert c["skipped"] == {}, name
+    assert sorted(c["forms"]) == sorted(bm.CELL_FORMS[name]), name
+    for form, entry in c["forms"].items():
+      assert f"| {name} | {form}" in out, (name, form)
+      assert np.isfinite(entry["loss"])
+      for mode in bm.MODES:
+        m = entry[mode]
+        assert m["step_s"] > 0 and np.isfinite(m["step_s"]), (name, form, mode)
+        assert m["us_per_step"] == pytest.approx(m["step_s"] / res["shape"]["T"] * 1e6)
+        assert m["x_lstm"] > 0 and m["scan_over"] > 0 and m["compile_s"] > 0
+    for mode in bm.MODES:
+      assert c["best"][mode] in c["forms"]
+      assert c["best_x_lstm"][mode] > 0
+      if len(c["forms"]) > 1:
+        other = c["forms"]["fused" if name == "vanilla" else "parallel"][mode]
+        assert c["scan_over_parallel"][mode] == pytest.approx(
+            c["forms"]["scan"][mode]["step_s"] / other["step_s"])
+        assert c["loss_max_rel_diff"] < 1e-4
+      else:
+        assert c["scan_over_parallel"][mode] is None
+  assert cells["mlstm"]["num_heads"] == 1 and cells["gru"]["num_heads"] is None
+  assert bm.main(["--cells", "--cell_names=lstm9"]) == 2
+  assert bm.main(["--cells", "--impls=ours"]) == 2
+  assert bm.main(["--cell_names=gru"]) == 2
+  assert "error:" in capsys.readouterr().err
+
+
+def test_cells_skip_a_form_over_the_memory_budget():
+  shape = bm.Shape(2, 6, 3, 4)
+  xs = jnp.zeros((shape.B, shape.T, shape.I))
+  builders = {"mingru/scan": lambda: bm.cell_impl("mingru", "scan", shape, xs)}
+  results, skipped = bm.time_jax(shape, builders, rounds=1, target_s=0.0, max_iters=1,
+                                 settle_s=0.0, max_bytes=16)
+  assert results == {} and "over the 1.49e-08 GiB budget" in skipped["mingru/scan"]
+
+
+def test_cell_defaults():
+  assert [bm.xlstm_heads(h) for h in (4, 32, 64, 100, 128)] == [1, 1, 2, 2, 4]
+  assert bm.parse_cell_names("mlstm, gru") == ["vanilla", "mlstm", "gru"]
+  shapes = bm.cells_default_shapes()
+  assert [(s.B, s.T, s.I, s.H) for s in shapes[:3]] == list(bm.LONG_CELL_SHAPES)
+  assert {"adding", "copy"} <= {s.name for s in shapes}

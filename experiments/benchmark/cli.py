@@ -1,4 +1,9 @@
-"""The command line: ``python -m experiments.benchmark [flags]`` (``--help`` lists them)."""
+"""The command line: ``python -m experiments.benchmark [flags]`` (``--help`` lists them).
+
+Three modes: the LSTM rows (default: ``--shapes`` or the default shapes),
+``--grid`` (the LSTM rows over a grid of shapes) and ``--cells`` (every cell
+in each of its forms: :mod:`experiments.benchmark.cells`; ``--cell_names``,
+``--max_memory_gib``, ``--shapes`` and ``--quick`` apply)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Sequence
 
 from lstm_jax.devices import keep_freed_host_memory, set_cpu_devices
 
+from experiments.benchmark import cells as cells_lib
 from experiments.benchmark import grid as grid_lib
 from experiments.benchmark import torch_worker
 from experiments.benchmark.harness import run_benchmark
@@ -25,16 +31,34 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog="python -m experiments.benchmark",
       description="LSTM training and forward throughput: lstm_jax vs Flax linen/NNX vs "
-                  "torch.nn.LSTM (round-robin in one process; torch in a subprocess).")
+                  "torch.nn.LSTM (round-robin in one process; torch in a subprocess). "
+                  "With --cells: every lstm_jax cell in each of its forms (scan, parallel, "
+                  "fused) against our LSTM.")
   parser.add_argument("--shapes", default=None,
                       help="comma-separated BxTxIxH shapes (default: "
-                           + ",".join("x".join(map(str, s)) for s in DEFAULT_SHAPES) + ")")
+                           + ",".join("x".join(map(str, s)) for s in DEFAULT_SHAPES)
+                           + "; with --cells: see --cells)")
   parser.add_argument("--grid", nargs="?", const="cover", default=None,
                       help="run a grid of shapes instead: " + ", ".join(grid_lib.GRIDS)
                            + " (bare --grid: cover; cover and full add the configs' own "
                            "shapes as named rows; see experiments/benchmark/grid.py); "
                            "prints per-shape us/step and ratios, then the minimum and "
                            "geometric mean of the ratios")
+  parser.add_argument("--cells", action="store_true",
+                      help="time every cell (--cell_names) in each of its forms instead "
+                           "(LSTM: fused, scan; minGRU, minLSTM, mLSTM: scan, parallel; "
+                           "others: scan), with scan/parallel ratios and each cell's best "
+                           "form against our LSTM's (impl='auto'); default shapes: B=8 "
+                           "I=H=32 at T=1e3, 1e4, 1e5 and configs' shapes (see "
+                           "experiments/benchmark/cells.py)")
+  parser.add_argument("--cell_names", default=None,
+                      help="with --cells: comma-separated cells of "
+                           f"{','.join(cells_lib.CELL_FORMS)} (default: "
+                           f"{','.join(cells_lib.DEFAULT_CELLS)}; the LSTM, vanilla, always runs)")
+  parser.add_argument("--max_memory_gib", type=float, default=cells_lib.MAX_MEMORY_GIB,
+                      help="with --cells: skip a form whose compiled call needs more (XLA "
+                           "temporaries, arguments, outputs; default "
+                           f"{cells_lib.MAX_MEMORY_GIB:g})")
   parser.add_argument("--impls", default=None,
                       help="comma-separated implementations (default: all of "
                            f"{','.join(BENCH_IMPLS)}; with --grid: "
@@ -64,6 +88,44 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def _settings(args: argparse.Namespace) -> dict[str, float | int]:
+  """Rounds, target_s, max_iters and settle_s: the flags, or the (quick) defaults."""
+  quick = args.quick
+  settle_s = args.settle_s if args.settle_s is not None else (0.0 if quick else 0.2)
+  if settle_s < 0:
+    raise ValueError(f"--settle_s={settle_s}: expected >= 0")
+  return {"rounds": args.rounds if args.rounds is not None else (2 if quick else 5),
+          "target_s": args.target_s if args.target_s is not None else (0.02 if quick else 0.25),
+          "max_iters": args.max_iters if args.max_iters is not None else (5 if quick else 1000),
+          "settle_s": settle_s}
+
+
+def _main_cells(args: argparse.Namespace) -> int:
+  """``--cells``: run :func:`experiments.benchmark.cells.run_cells` and print its tables."""
+  if args.grid or args.impls is not None:
+    raise ValueError("--cells runs the cells in their own forms: drop --grid and --impls")
+  cells = cells_lib.parse_cell_names(args.cell_names)
+  if args.shapes:
+    shapes = parse_shapes(args.shapes)
+  elif args.quick:
+    shapes = [Shape(*s) for s in cells_lib.QUICK_CELL_SHAPES]
+  else:
+    shapes = cells_lib.default_shapes()
+  report = cells_lib.run_cells(shapes, cells, seed=args.seed,
+                               max_memory_gib=args.max_memory_gib, json_path=args.json,
+                               verbose=not args.quiet, **_settings(args))
+  print(cells_lib.cells_header(report))
+  print()
+  print(cells_lib.summary_table(report))
+  print()
+  print(cells_lib.cells_table(report))
+  print()
+  print(cells_lib.cells_notes(report))
+  if args.json:
+    print(f"\nwrote {args.json}")
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Run the benchmark and print the header, table and loss check; return the exit status.
 
@@ -80,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_cpu_devices(args.cpu_devices)
     if args.shapes and args.grid:
       raise ValueError(f"--shapes and --grid={args.grid}: give one of them")
+    if args.cells:
+      return _main_cells(args)
+    if args.cell_names is not None:
+      raise ValueError("--cell_names: only with --cells")
     if args.grid:
       shapes = grid_lib.benchmark_shapes(args.grid)
     elif args.shapes:
@@ -94,17 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise ValueError(f"--impls: unknown {unknown}; allowed: {', '.join(BENCH_IMPLS)}")
     if args.torch_threads < 0:
       raise ValueError(f"--torch_threads={args.torch_threads}: expected >= 0 (0: all cores)")
-    quick = args.quick
-    rounds = args.rounds if args.rounds is not None else (2 if quick else 5)
-    target_s = args.target_s if args.target_s is not None else (0.02 if quick else 0.25)
-    max_iters = args.max_iters if args.max_iters is not None else (5 if quick else 1000)
-    settle_s = args.settle_s if args.settle_s is not None else (0.0 if quick else 0.2)
-    if settle_s < 0:
-      raise ValueError(f"--settle_s={settle_s}: expected >= 0")
-    report = run_benchmark(shapes, impls, rounds=rounds, target_s=target_s,
-                           max_iters=max_iters, seed=args.seed,
-                           torch_threads=args.torch_threads, settle_s=settle_s,
-                           json_path=args.json, verbose=not args.quiet)
+    report = run_benchmark(shapes, impls, seed=args.seed, torch_threads=args.torch_threads,
+                           json_path=args.json, verbose=not args.quiet, **_settings(args))
   except ValueError as err:
     print(f"error: {err}", file=sys.stderr)
     return 2

@@ -92,10 +92,32 @@ class _Prepared:
     self.runners[name] = runner
 
 
-def _compile_jax(impl: JaxImpl) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
-  """First call, one steady call and XLA memory of each mode: ``(entry, first_s, steady_s)``."""
+class OverBudget(Exception):
+  """A form whose compiled step would need more memory than the budget allows."""
+
+
+def _compile_jax(impl: JaxImpl, max_bytes: int | None = None
+                 ) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
+  """First call, one steady call and XLA memory of each mode: ``(entry, first_s, steady_s)``.
+
+  With ``max_bytes``, each mode is compiled first (``lower().compile()``,
+  timed as ``entry[mode]["compile_s"]``; the call then reuses the compiled
+  program) and :class:`OverBudget` is raised before anything runs if XLA's
+  temporaries, arguments and outputs of a mode add up to more than
+  ``max_bytes``.
+  """
   entry: dict[str, Any] = {}
   first_s, steady_s = {}, {}
+  mems: dict[str, dict[str, int] | None] = {}
+  if max_bytes is not None:
+    for mode in MODES:
+      start = time.perf_counter()
+      mem = mems[mode] = xla_temp_bytes(impl.fns[mode], impl.args)
+      entry[mode] = {"compile_s": time.perf_counter() - start}
+      need = sum(mem.values()) if mem else None
+      if need is not None and need > max_bytes:
+        raise OverBudget(f"{mode} needs {need / 2**30:.3g} GiB (XLA temporaries, arguments "
+                         f"and outputs), over the {max_bytes / 2**30:.3g} GiB budget")
   for mode in MODES:
     fn = impl.fns[mode]
     start = time.perf_counter()
@@ -104,14 +126,40 @@ def _compile_jax(impl: JaxImpl) -> tuple[dict[str, Any], dict[str, float], dict[
     if mode == "forward":
       entry["loss"] = float(out)
     steady_s[mode] = _time_jax(fn, impl.args, 1)
-    mem = xla_temp_bytes(fn, impl.args)
-    entry[mode] = {"peak_bytes": None if mem is None else mem.get("temp_size_in_bytes"),
-                   "xla_memory": mem, "memory": "XLA temp_size_in_bytes"}
+    mem = mems[mode] if mode in mems else xla_temp_bytes(fn, impl.args)
+    entry.setdefault(mode, {}).update({
+        "peak_bytes": None if mem is None else mem.get("temp_size_in_bytes"),
+        "xla_memory": mem, "memory": "XLA temp_size_in_bytes"})
   return entry, first_s, steady_s
 
 
 def _jax_runner(impl: JaxImpl) -> Runner:
   return lambda n: {m: _time_jax(impl.fns[m], impl.args, n[m]) for m in MODES}
+
+
+def _ready_jax(prep: _Prepared, shape: Shape, name: str, build: Callable[[], JaxImpl],
+               verbose: bool, max_bytes: int | None = None) -> None:
+  """Build and compile one JAX implementation; one that fails or is over
+  ``max_bytes`` (:func:`_compile_jax`) is skipped with its reason."""
+  try:
+    impl = build()
+    entry, first_s, steady_s = _compile_jax(impl, max_bytes)
+  except OverBudget as err:
+    prep.skipped[name] = str(err)
+    _log(verbose, f"  {shape.label} {name}: {prep.skipped[name]}")
+    return
+  except Exception as err:  # pylint: disable=broad-except  (report it, run the others)
+    message = f"{type(err).__name__}: {err}"
+    print(f"{name} failed at {shape.label}: {message}; skipping it", flush=True)
+    prep.skipped[name] = message
+    return
+  prep.ready(name, entry, first_s, steady_s, _jax_runner(impl))
+  if max_bytes is None:
+    _log(verbose, f"  {shape.label} {name}: compiled (first calls "
+         f"{first_s['train']:.2f} s train, {first_s['forward']:.2f} s forward)")
+  else:
+    _log(verbose, f"  {shape.label} {name}: compiled ({entry['train']['compile_s']:.2f} s "
+         f"train, {entry['forward']['compile_s']:.2f} s forward)")
 
 
 def _prepare_jax(prep: _Prepared, shape: Shape, impls: Sequence[str],
@@ -126,17 +174,8 @@ def _prepare_jax(prep: _Prepared, shape: Shape, impls: Sequence[str],
       prep.skipped[name] = CUDNN_NEEDS_GPU.format(platform=platform)
       _log(verbose, f"  {shape.label} {name}: {prep.skipped[name]}")
       continue
-    try:
-      impl = build_jax_impl(name, shape, params, xs, seed)
-      entry, first_s, steady_s = _compile_jax(impl)
-    except Exception as err:  # pylint: disable=broad-except  (report it, run the others)
-      message = f"{type(err).__name__}: {err}"
-      print(f"{name} failed at {shape.label}: {message}; skipping it", flush=True)
-      prep.skipped[name] = message
-      continue
-    prep.ready(name, entry, first_s, steady_s, _jax_runner(impl))
-    _log(verbose, f"  {shape.label} {name}: compiled (first calls "
-         f"{first_s['train']:.2f} s train, {first_s['forward']:.2f} s forward)")
+    _ready_jax(prep, shape, name,
+               lambda name=name: build_jax_impl(name, shape, params, xs, seed), verbose)
 
 
 def _prepare_torch(prep: _Prepared, stack: contextlib.ExitStack, shape: Shape,
@@ -199,26 +238,65 @@ def _round_robin(prep: _Prepared, shape: Shape, names: list[str], rounds: int,
   return per_round
 
 
-def _summarise(prep: _Prepared, shape: Shape, impls: Sequence[str], names: list[str],
-               per_round: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
-  """Medians, spreads, GFLOP/s, compile times, peer ratios and the loss check."""
-  results = prep.results
+def _medians(prep: _Prepared, shape: Shape, names: Sequence[str],
+             per_round: dict[str, dict[str, list[float]]],
+             flops_of: Callable[[str, str], int] | None = None) -> None:
+  """Add the median sequences/s, spread, step time, first-call and compile
+  time (and GFLOP/s where ``flops_of(name, mode)`` gives the FLOPs) to every
+  mode entry of ``prep.results``. A ``compile_s`` already there (timed
+  separately by :func:`_compile_jax`) is kept."""
   for name in names:
     for mode in MODES:
       seqs = per_round[name][mode]
       med = statistics.median(seqs) if seqs else float("nan")
       steady = shape.B / med if seqs and med > 0 else float("nan")
       first = prep.first_s[name][mode]
-      results[name][mode].update({
+      entry = prep.results[name][mode]
+      entry.update({
           "seq_per_s": med,
           "per_round_seq_per_s": seqs,
           "spread": (max(seqs) - min(seqs)) / 2 / med if seqs and med > 0 else float("nan"),
           "iters": prep.iters[name][mode],
           "step_s": steady,
-          "gflop_per_s": flops(name, shape, mode) * med / shape.B / 1e9,
-          "first_call_s": first,
-          "compile_s": max(0.0, first - steady) if seqs else float("nan"),
       })
+      if flops_of is not None:
+        entry["gflop_per_s"] = flops_of(name, mode) * med / shape.B / 1e9
+      entry["first_call_s"] = first
+      if "compile_s" not in entry:
+        entry["compile_s"] = max(0.0, first - steady) if seqs else float("nan")
+
+
+def time_jax(shape: Shape, builders: dict[str, Callable[[], JaxImpl]], *, rounds: int = 5,
+             target_s: float = 0.25, max_iters: int = 1000, settle_s: float = 0.2,
+             max_bytes: int | None = None, verbose: bool = False
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+  """Time generic JAX runners at ``shape`` the way :func:`run_shape` times the LSTM rows.
+
+  Each of ``builders`` (name -> a function returning a :class:`JaxImpl`, whose
+  ``fns`` are the jitted ``train`` and ``forward`` calls) is built and compiled
+  in turn, then all run round-robin for ``rounds`` rounds with calibrated
+  iterations; a failing one, or one over ``max_bytes`` (see
+  :func:`_compile_jax`), is skipped.
+
+  Returns:
+    ``(results, skipped)``: ``{name: {"loss", "train", "forward"}}`` in the
+    order of ``builders`` (each mode entry as in :func:`run_shape`, without
+    GFLOP/s and peer ratios), and ``{name: reason}``.
+  """
+  prep = _Prepared(target_s, max_iters)
+  for name, build in builders.items():
+    _ready_jax(prep, shape, name, build, verbose, max_bytes)
+  names = [n for n in builders if n in prep.runners]
+  per_round = _round_robin(prep, shape, names, rounds, settle_s, verbose)
+  _medians(prep, shape, names, per_round)
+  return {n: prep.results[n] for n in names if n in prep.results}, prep.skipped
+
+
+def _summarise(prep: _Prepared, shape: Shape, impls: Sequence[str], names: list[str],
+               per_round: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+  """Medians, spreads, GFLOP/s, compile times, peer ratios and the loss check."""
+  results = prep.results
+  _medians(prep, shape, names, per_round, lambda name, mode: flops(name, shape, mode))
   for name in names:
     if name == CEILING:
       continue

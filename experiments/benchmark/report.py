@@ -37,7 +37,9 @@ def write_json(report: dict[str, Any], path: str) -> None:
   write_json_atomic(path, _finite_or_none(report))
 
 
-def _num(value: float | None, digits: int = 3) -> str:
+def num(value: float | None, digits: int = 3) -> str:
+  """``value`` to ``digits`` significant digits (whole, comma-grouped, from 100 up);
+  ``-`` if missing."""
   if value is None or (isinstance(value, float) and not math.isfinite(value)):
     return "-"
   if abs(value) >= 100:
@@ -45,18 +47,30 @@ def _num(value: float | None, digits: int = 3) -> str:
   return f"{value:.{digits}g}"
 
 
-def _ratio(value: float | None) -> str:
+def ratio(value: float | None) -> str:
+  """A ratio with two decimals; ``-`` if missing."""
   return "-" if value is None else f"{value:.2f}"
 
 
-def _mib(value: int | None) -> str:
+def mib(value: int | None) -> str:
+  """Bytes as MiB with one decimal; ``-`` if missing."""
   return "-" if value is None else f"{value / 2**20:.1f}"
 
 
 def _seq(mode: dict[str, Any]) -> str:
   if math.isfinite(mode.get("spread", float("nan"))):
-    return f"{_num(mode['seq_per_s'])} (+-{mode['spread'] * 100:.0f}%)"
-  return _num(mode.get("seq_per_s"))
+    return f"{num(mode['seq_per_s'])} (+-{mode['spread'] * 100:.0f}%)"
+  return num(mode.get("seq_per_s"))
+
+
+def environment_line(env: dict[str, Any], title: str, versions: str) -> str:
+  """``"<title> on <platform> (...), float32; jax ..., <versions>; XLA_FLAGS=...; ..."``:
+  where a report was measured, from :func:`~experiments.benchmark.harness.environment`."""
+  return (f"{title} on {env['platform']} ({env['device_kind']}, {env['cores']} cores "
+          f"visible), {env['dtype']}; jax {env['jax']}, {versions}; "
+          f"XLA_FLAGS={env['xla_flags'] or '(default)'}; "
+          f"{env.get('host_memory', 'default host allocator settings')}; 1-min load average "
+          f"{num(env.get('load_avg_start'))} at start, {num(env.get('load_avg_end'))} at end.")
 
 
 def header(report: dict[str, Any]) -> str:
@@ -65,11 +79,7 @@ def header(report: dict[str, Any]) -> str:
   torch_part = (f"torch {env['torch']} on {env['torch_device']} ({env['torch_threads']} threads,"
                 " subprocess)" if "torch" in env else "torch: not run")
   return "\n".join([
-      f"LSTM throughput on {env['platform']} ({env['device_kind']}, {env['cores']} cores "
-      f"visible), {env['dtype']}; jax {env['jax']}, flax {env['flax']}, {torch_part}; "
-      f"XLA_FLAGS={env['xla_flags'] or '(default)'}; "
-      f"{env.get('host_memory', 'default host allocator settings')}; 1-min load average "
-      f"{_num(env.get('load_avg_start'))} at start, {_num(env.get('load_avg_end'))} at end.",
+      environment_line(env, "LSTM throughput", f"flax {env['flax']}, {torch_part}"),
       f"Medians of {st['rounds']} round-robin rounds; sequences/s (+- half the min-max spread "
       "over rounds). train = forward + gradient w.r.t. params of mean(ys**2); ratios = "
       "seq/s / peer's seq/s.",
@@ -97,12 +107,12 @@ def markdown_table(report: dict[str, Any]) -> str:
       loss = "-" if name == CEILING else f"{entry['loss']:.6g}"
       lines.append("| " + " | ".join([
           shape_text, label,
-          _seq(tr), _ratio(tr.get("ratio_torch")), _ratio(tr.get("ratio_flax_linen")),
-          _num(tr["gflop_per_s"]),
-          _seq(fw), _ratio(fw.get("ratio_torch")), _ratio(fw.get("ratio_flax_linen")),
-          _num(fw["gflop_per_s"]),
-          f"{_num(tr['compile_s'], 2)} / {_num(fw['compile_s'], 2)}",
-          f"{_mib(tr['peak_bytes'])} / {_mib(fw['peak_bytes'])}",
+          _seq(tr), ratio(tr.get("ratio_torch")), ratio(tr.get("ratio_flax_linen")),
+          num(tr["gflop_per_s"]),
+          _seq(fw), ratio(fw.get("ratio_torch")), ratio(fw.get("ratio_flax_linen")),
+          num(fw["gflop_per_s"]),
+          f"{num(tr['compile_s'], 2)} / {num(fw['compile_s'], 2)}",
+          f"{mib(tr['peak_bytes'])} / {mib(fw['peak_bytes'])}",
           loss,
       ]) + " |")
     for name, reason in res.get("skipped", {}).items():
