@@ -325,7 +325,7 @@ def summary_table(report: dict[str, Any]) -> str:
   cols = ["shape", "cell", "heads", "auto", "train best", "train scan/par",
           "train best x LSTM", "fwd best", "fwd scan/par", "fwd best x LSTM"]
   lines = ["| " + " | ".join(cols) + " |",
-           "|" + "|".join(["---"] * 6 + ["---:"] + ["---"] + ["---:"] * 2) + "|"]
+           "|" + "|".join(["---"] * 5 + ["---:"] * 2 + ["---"] + ["---:"] * 2) + "|"]
   for res in report["results"]:
     shape_text = _shape_text(res)
     for name, c in res["cells"].items():
