@@ -387,6 +387,27 @@ cores (XLA CPU, jax 0.10). The parallel form wins at ``B * H <= 512`` (by 1.06
 to 2.1x) and loses from ``B * H = 1024`` (by 1.14 to 3.4x), at ``T = 100`` and
 ``1000`` alike."""
 
+PARALLEL_CPU_MAX_TIME = 3000
+"""On CPU, ``"auto"`` also needs ``T <= PARALLEL_CPU_MAX_TIME`` for the
+parallel minGRU/minLSTM form (:data:`PARALLEL_LONG_TIMINGS`): at ``B * H =
+256`` it won at ``T = 1000`` and lost at ``T = 10,000`` and ``100,000``, as
+its ``2 log2 T`` passes over the whole sequence outgrow the caches; the limit
+lies between the measured lengths (``T`` in between was not measured)."""
+
+PARALLEL_LONG_TIMINGS: tuple[tuple[str, int, int, int, float, float], ...] = (
+    ("mingru", 1000, 8, 32, 8.39, 5.58),
+    ("mingru", 10_000, 8, 32, 9.83, 13.1),
+    ("mingru", 100_000, 8, 32, 10.1, 20.0),
+    ("minlstm", 1000, 8, 32, 12.3, 7.06),
+    ("minlstm", 10_000, 8, 32, 14.2, 15.4),
+    ("minlstm", 100_000, 8, 32, 12.4, 22.4),
+)
+"""The measurement behind :data:`PARALLEL_CPU_MAX_TIME`: ``(kind, T, B, H, scan
+us/step, parallel us/step)``, training (the gradient of ``mean(ys**2)`` with
+respect to the params), ``I = H``, medians of 5 round-robin rounds on 2 CPU
+cores: ``python -m experiments.benchmark --cells
+--shapes=8x1000x32x32,8x10000x32x32,8x100000x32x32``."""
+
 MLSTM_PARALLEL_MIN_HEAD = 16
 """On CPU, ``"auto"`` runs an mLSTM layer in chunkwise form when its head size
 ``d = H / num_heads`` is at least this (:data:`MLSTM_TIMINGS`): the step-by-step
@@ -413,11 +434,13 @@ cores). Head size 8: the scan is 2.1-2.6x faster; 16 and up: the chunkwise
 form, by 1.07x (d = 16, 64 at T = 100) to 15x (d = 128)."""
 
 
-def parallel_pays(cell: Cell, batch: int, platform: str | None = None) -> bool:
+def parallel_pays(cell: Cell, batch: int, platform: str | None = None,
+                  time: int | None = None) -> bool:
   """Whether the parallel form is the faster one for a layer of ``cell``.
 
   On CPU: for minGRU and minLSTM ``batch * H <= PARALLEL_CPU_MAX_WIDTH``
-  (measured: :data:`PARALLEL_TIMINGS`), for an mLSTM a head size of at least
+  (measured: :data:`PARALLEL_TIMINGS`) and ``time <= PARALLEL_CPU_MAX_TIME``
+  (:data:`PARALLEL_LONG_TIMINGS`), for an mLSTM a head size of at least
   :data:`MLSTM_PARALLEL_MIN_HEAD` (:data:`MLSTM_TIMINGS`). On other platforms (GPU, TPU): always, as the
   scan there runs ``T`` dependent steps of tiny kernels against the prefix
   scan's ``2 log2 T`` passes (not measured by this library).
@@ -426,18 +449,21 @@ def parallel_pays(cell: Cell, batch: int, platform: str | None = None) -> bool:
     cell: the layer's cell (its ``hidden_size`` is ``H``).
     batch: the layer's batch size ``B``.
     platform: ``jax.default_backend()`` when ``None``.
+    time: the sequence length ``T``, or ``None`` when not known (then only
+      the width decides).
   """
   platform = jax.default_backend() if platform is None else platform
   if platform != "cpu":
     return True
   if cell.kind == "mlstm":
     return cell.hidden_size // cell.num_heads >= MLSTM_PARALLEL_MIN_HEAD
-  return batch * cell.hidden_size <= PARALLEL_CPU_MAX_WIDTH
+  short = time is None or time <= PARALLEL_CPU_MAX_TIME
+  return short and batch * cell.hidden_size <= PARALLEL_CPU_MAX_WIDTH
 
 
 def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int = 0,
                  dtypes: Sequence[Any] | None = None, batch: int | None = None, *,
-                 noise: bool = False) -> str:
+                 noise: bool = False, time: int | None = None) -> str:
   """``"fused"``, ``"parallel"`` or ``"scan"``: how a layer of ``cell`` is computed.
 
   The one place that decides. ``"auto"`` is ``"parallel"`` for a cell linear
@@ -463,6 +489,8 @@ def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int
       dropout, zoneout: :attr:`Regularization.in_recurrence`); neither the
       fused layer nor the parallel form covers one, so ``"auto"`` is then
       ``"scan"``.
+    time: the sequence length (for ``"auto"`` on a minGRU/minLSTM layer:
+      :func:`parallel_pays`), or ``None`` when not known.
 
   Returns:
     ``"fused"``, ``"parallel"`` or ``"scan"``; ``"auto"`` only for a linear
@@ -479,7 +507,7 @@ def resolve_impl(cell: Cell, impl: str, remat: str | int = "none", truncate: int
     reason = parallel_reason(cell, remat, truncate, noise)
     if reason is None and impl == "auto" and batch is None:
       return "auto"
-    if reason is None and (impl == "parallel" or parallel_pays(cell, batch)):
+    if reason is None and (impl == "parallel" or parallel_pays(cell, batch, time=time)):
       return "parallel"
     if impl == "parallel":
       checks.fail("impl", impl, f"the parallel form does not cover {reason}; use "
@@ -603,7 +631,7 @@ def scan_layer(cell: Cell, params: Params, xs: Array, state: State,
   remat = remat_policy(remat)
   if impl == "auto":
     impl = resolve_impl(cell, impl, remat, truncate, _dtypes(params, xs, state),
-                        batch=xs.shape[1], noise=noise is not None)
+                        batch=xs.shape[1], noise=noise is not None, time=xs.shape[0])
   if noise is not None and impl != "scan":
     raise ValueError(f"impl={impl!r} is not allowed; the {impl} form does not cover "
                      f"{_NOISE_REASON}; allowed: 'scan' or 'auto'")
@@ -885,7 +913,7 @@ def stacked_rnn(cell: Cell, params: Sequence[Params], xs: Array,
     state_dtypes = [leaf.dtype for leaf in jax.tree_util.tree_leaves(states)] or \
         [jnp.promote_types(jnp.float32, param_dtype)]
     dtypes = [xs.dtype, *state_dtypes, *(p.dtype for p in jax.tree_util.tree_leaves(layers))]
-    impl = resolve_impl(cell, impl, remat, truncate, dtypes, batch=batch)
+    impl = resolve_impl(cell, impl, remat, truncate, dtypes, batch=batch, time=time)
   outputs, finals = _run(cell, layers, xs, states, lengths, bidirectional=bidirectional,
                          reverse=reverse, unroll=unroll, remat=remat,
                          time_major=time_major, batched=batched, truncate=truncate,

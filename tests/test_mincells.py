@@ -282,9 +282,14 @@ def test_impl_resolution():
   assert sequence.resolve_impl(mingru, "auto", "sqrt", batch=1) == "scan"
   assert sequence.resolve_impl(mingru, "auto", truncate=2, batch=1) == "scan"
   assert sequence.resolve_impl(gru, "auto", batch=1) == "scan"
-  for rows in sequence.PARALLEL_TIMINGS:  # the rule follows the measurement
-    kind, _, batch, hidden, scan_ms, parallel_ms = rows
-    assert (parallel_ms < scan_ms) == (batch * hidden <= limit), rows
+  for rows in sequence.PARALLEL_TIMINGS + sequence.PARALLEL_LONG_TIMINGS:  # the rule follows
+    kind, time, batch, hidden, scan_t, parallel_t = rows                  # the measurements
+    assert (parallel_t < scan_t) == sequence.parallel_pays(
+        L.make_cell(kind, hidden), batch, "cpu", time=time), rows
+  assert not sequence.parallel_pays(mingru, 1, "cpu", time=sequence.PARALLEL_CPU_MAX_TIME + 1)
+  assert sequence.parallel_pays(mingru, 1, "gpu", time=10 ** 6)
+  if jax.default_backend() == "cpu":
+    assert sequence.resolve_impl(mingru, "auto", batch=1, time=10 ** 4) == "scan"
   with pytest.raises(ValueError, match=r"impl='parallel' .*cell kind 'gru' .*not linear"):
     sequence.resolve_impl(gru, "parallel")
   with pytest.raises(ValueError, match=r"impl='parallel' .*remat='step'"):
