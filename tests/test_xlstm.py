@@ -390,3 +390,20 @@ def test_config_builds_and_trains(tmp_path):
   cfg.budget_sequences = 160
   summary = train_and_evaluate(cfg, str(tmp_path / "run"), progress=False)
   assert summary["status"] == "finished"
+
+
+@pytest.mark.parametrize("task", ["delayed_recall", "copy", "selective_copy", "parity"])
+def test_comparison_sweep_points_build(task):
+  """Every model of the comparison sweep builds on every task (full and quick)."""
+  from lstm_jax import sweep as sweep_lib
+  module = importlib.import_module("configs.sweeps.modern_cells")
+  for arg in (task, task + ",quick"):
+    cfg = module.get_config(arg)
+    points = sweep_lib.points(cfg)
+    assert len(points) == len(module.MODELS) * len(cfg.lags)
+    kinds = {config_lib.build(p.config).model.cell.kind for p in points}
+    assert kinds == {"lstm", "gru", "mingru", "minlstm", "slstm", "mlstm"}
+  with pytest.raises(ValueError, match=r"config argument 'adding' is not allowed"):
+    module.get_config("adding")
+  horizon = importlib.import_module("configs.sweeps.horizon_modern").get_config("quick")
+  assert [m["label"] for m in horizon.models] == [m["label"] for m in module.MODELS]

@@ -1,0 +1,38 @@
+"""Memory horizons of the modern recurrent cells on delayed recall, found by search.
+
+Command:
+  python -m experiments.horizon --config=configs/sweeps/horizon_modern.py --workdir=/tmp/horizon_modern
+The models of configs/sweeps/modern_cells.py (LSTM chrono and GRU as one
+plain layer; minGRU and minLSTM as 3 residual blocks; sLSTM and mLSTM as 2;
+64 units each), on delayed recall with 16,000 training sequences at every
+lag and 2 seeds. Per model the lag doubles from 10 (10, 20, ... up to 640)
+until fewer than half the seeds solve, then is bisected until the first
+failed lag is within 25% of the last solved one. Measured results, with the
+wall time, are in docs/RESULTS.md.
+Tiny variant for tests: ``--config=configs/sweeps/horizon_modern.py:quick``.
+"""
+
+import ml_collections
+
+from configs.sweeps import modern_cells
+
+
+def get_config(arg: str | None = None):
+  if arg not in (None, "", "quick"):
+    raise ValueError(f"config argument {arg!r} is not allowed; allowed: none, 'quick'")
+  sweep = modern_cells.get_config("delayed_recall" + (",quick" if arg == "quick" else ""))
+  c = ml_collections.ConfigDict()
+  c.base = sweep.base
+  c.models = sweep.models
+  c.num_seeds = sweep.num_seeds
+  c.metric = sweep.metric
+  c.start_lag = 10
+  c.growth = 2.0
+  c.max_lag = 640
+  c.resolution = 0.25
+  c.threshold = 0.5
+  c.budget_rule = "constant"
+  c.max_budget = 0
+  if arg == "quick":
+    c.start_lag, c.max_lag, c.resolution = 2, 4, 0.5
+  return c
