@@ -3,7 +3,7 @@ and the settings they share."""
 
 import ml_collections
 
-from lstm_jax.config import shrink_for_tests, use_1997_cell
+from lstm_jax.config import default_config, shrink_for_tests, use_1997_cell
 
 ARGS = ("quick", "paper", "paper_quick")
 """What ``--config=configs/<name>.py:<arg>`` selects: the modern setup (no
@@ -84,3 +84,39 @@ def finish(config: ml_collections.ConfigDict, arg: str | None, *, paper: dict,
     if arg == "paper_quick":
       config.model.hidden_size, config.batch_size = hidden, batch
   return config
+
+
+def modern_benchmark(task: str, lag: int, arg: str | None, *, hidden_size: int,
+                     budget_sequences: int, quick_lag: int, task_params: dict,
+                     quick_params: dict) -> ml_collections.ConfigDict:
+  """The setup the modern memory benchmarks share (selective copying, MQAR,
+  parity, modular arithmetic): the modern LSTM (forget gate, forget bias 1)
+  of ``hidden_size`` units, Adam with lr 1e-3, clipping 1.0, minibatches of
+  32, 1,024 held-out sequences, evaluation every 500 updates; ``arg`` none
+  or ``"quick"`` (a tiny variant at ``quick_lag`` with ``quick_params``).
+
+  Raises:
+    ValueError: any other ``arg``.
+  """
+  if arg not in (None, "", "quick"):
+    raise ValueError(f"config argument {arg!r} is not allowed; allowed: none, 'quick'")
+  c = default_config()
+  c.task = task
+  c.lag = lag
+  c.task_params.update(task_params)
+  c.model.cell = "vanilla"
+  c.model.hidden_size = hidden_size
+  c.model.bias_init = "forget"
+  c.model.forget_bias = 1.0
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.grad_clip = 1.0
+  c.batch_size = 32
+  c.budget_sequences = budget_sequences
+  c.eval_size = 1024
+  c.log_every = 50
+  c.eval_every = 500
+  c.checkpoint_every = 1000
+  if arg == "quick":
+    shrink_for_tests(c, lag=quick_lag)
+    c.task_params.update(quick_params)
+  return c

@@ -25,29 +25,11 @@ Tiny variant for tests: ``--config=configs/mqar.py:quick`` (T = 12, 2 pairs
 from a vocabulary of 8).
 """
 
-from lstm_jax.config import default_config, shrink_for_tests
+from configs import modern_benchmark
 
 
 def get_config(arg: str | None = None):
-  if arg not in (None, "", "quick"):
-    raise ValueError(f"config argument {arg!r} is not allowed; allowed: none, 'quick'")
-  c = default_config()
-  c.task = "mqar"
-  c.lag = 64
-  c.task_params.update(dict(num_pairs=8, vocab_size=64))
-  c.model.cell = "vanilla"
-  c.model.hidden_size = 128
-  c.model.bias_init = "forget"
-  c.model.forget_bias = 1.0
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.grad_clip = 1.0
-  c.batch_size = 32
-  c.budget_sequences = 2_000_000
-  c.eval_size = 1024
-  c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 1000
-  if arg == "quick":
-    shrink_for_tests(c, lag=12)
-    c.task_params.update(dict(num_pairs=2, vocab_size=8))
-  return c
+  return modern_benchmark("mqar", 64, arg, hidden_size=128,
+                          budget_sequences=2_000_000, quick_lag=12,
+                          task_params=dict(num_pairs=8, vocab_size=64),
+                          quick_params=dict(num_pairs=2, vocab_size=8))

@@ -24,29 +24,11 @@ Tiny variant for tests: ``--config=configs/parity.py:quick`` (train 3..6,
 test 6..12).
 """
 
-from lstm_jax.config import default_config, shrink_for_tests
+from configs import modern_benchmark
 
 
 def get_config(arg: str | None = None):
-  if arg not in (None, "", "quick"):
-    raise ValueError(f"config argument {arg!r} is not allowed; allowed: none, 'quick'")
-  c = default_config()
-  c.task = "parity"
-  c.lag = 40
-  c.task_params.update(dict(train_min=3, test_min=40, test_max=256))
-  c.model.cell = "vanilla"
-  c.model.hidden_size = 64
-  c.model.bias_init = "forget"
-  c.model.forget_bias = 1.0
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.grad_clip = 1.0
-  c.batch_size = 32
-  c.budget_sequences = 1_000_000
-  c.eval_size = 1024
-  c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 1000
-  if arg == "quick":
-    shrink_for_tests(c, lag=6)
-    c.task_params.update(dict(train_min=3, test_min=6, test_max=12))
-  return c
+  return modern_benchmark("parity", 40, arg, hidden_size=64,
+                          budget_sequences=1_000_000, quick_lag=6,
+                          task_params=dict(train_min=3, test_min=40, test_max=256),
+                          quick_params=dict(train_min=3, test_min=6, test_max=12))

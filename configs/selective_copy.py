@@ -27,29 +27,11 @@ Tiny variant for tests: ``--config=configs/selective_copy.py:quick`` (L = 12,
 4 tokens from 4 symbols).
 """
 
-from lstm_jax.config import default_config, shrink_for_tests
+from configs import modern_benchmark
 
 
 def get_config(arg: str | None = None):
-  if arg not in (None, "", "quick"):
-    raise ValueError(f"config argument {arg!r} is not allowed; allowed: none, 'quick'")
-  c = default_config()
-  c.task = "selective_copy"
-  c.lag = 4096
-  c.task_params.update(dict(num_tokens=16, num_symbols=16))
-  c.model.cell = "vanilla"
-  c.model.hidden_size = 128
-  c.model.bias_init = "forget"
-  c.model.forget_bias = 1.0
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.grad_clip = 1.0
-  c.batch_size = 32
-  c.budget_sequences = 2_000_000
-  c.eval_size = 1024
-  c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 1000
-  if arg == "quick":
-    shrink_for_tests(c, lag=12)
-    c.task_params.update(dict(num_tokens=4, num_symbols=4))
-  return c
+  return modern_benchmark("selective_copy", 4096, arg, hidden_size=128,
+                          budget_sequences=2_000_000, quick_lag=12,
+                          task_params=dict(num_tokens=16, num_symbols=16),
+                          quick_params=dict(num_tokens=4, num_symbols=4))
