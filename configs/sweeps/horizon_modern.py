@@ -12,27 +12,13 @@ wall time, are in docs/RESULTS.md.
 Tiny variant for tests: ``--config=configs/sweeps/horizon_modern.py:quick``.
 """
 
-import ml_collections
-
-from configs.sweeps import modern_cells
+from configs.sweeps import horizon_from_sweep, modern_cells
 
 
 def get_config(arg: str | None = None):
   if arg not in (None, "", "quick"):
     raise ValueError(f"config argument {arg!r} is not allowed; allowed: none, 'quick'")
-  sweep = modern_cells.get_config("delayed_recall" + (",quick" if arg == "quick" else ""))
-  c = ml_collections.ConfigDict()
-  c.base = sweep.base
-  c.models = sweep.models
-  c.num_seeds = sweep.num_seeds
-  c.metric = sweep.metric
-  c.start_lag = 10
-  c.growth = 2.0
-  c.max_lag = 640
-  c.resolution = 0.25
-  c.threshold = 0.5
-  c.budget_rule = "constant"
-  c.max_budget = 0
-  if arg == "quick":
-    c.start_lag, c.max_lag, c.resolution = 2, 4, 0.5
-  return c
+  quick = arg == "quick"
+  sweep = modern_cells.get_config("delayed_recall" + (",quick" if quick else ""))
+  return horizon_from_sweep(sweep, start_lag=2 if quick else 10, max_lag=4 if quick else 640,
+                            resolution=0.5 if quick else 0.25)

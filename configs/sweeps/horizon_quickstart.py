@@ -16,25 +16,10 @@ Tiny variant for tests: ``--config=configs/sweeps/horizon_quickstart.py:quick``
 (8 units, batch 8, 160 sequences, lags 2..8, two models, two seeds).
 """
 
-import ml_collections
-
-from configs.sweeps import quickstart
+from configs.sweeps import horizon_from_sweep, quickstart
 
 
 def get_config(arg: str | None = None):
-  sweep = quickstart.get_config(arg)
-  c = ml_collections.ConfigDict()
-  c.base = sweep.base
-  c.models = sweep.models
-  c.num_seeds = sweep.num_seeds
-  c.metric = sweep.metric
-  c.start_lag = 5
-  c.growth = 2.0
-  c.max_lag = 320
-  c.resolution = 0.25
-  c.threshold = 0.5
-  c.budget_rule = "constant"  # "linear": base.budget_sequences x lag / start_lag
-  c.max_budget = 0  # cap of the linear budget (0: none)
-  if arg == "quick":
-    c.start_lag, c.max_lag, c.resolution = 2, 8, 0.5
-  return c
+  quick = arg == "quick"
+  return horizon_from_sweep(quickstart.get_config(arg), start_lag=2 if quick else 5,
+                            max_lag=8 if quick else 320, resolution=0.5 if quick else 0.25)
