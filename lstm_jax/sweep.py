@@ -46,6 +46,17 @@ When some point's run logged memory diagnostics (``base.diagnostics.every >
 setting), the last measurement's gradient norm by distance, state norm over
 time, and the forget-gate time scale against lag.
 
+When the points' eval lines in ``metrics.jsonl`` carry the curve metric
+(the optional sweep field ``curve_metric``, default
+``"loss_over_baseline"``: the eval loss over the task's memoryless
+baseline, logged by tasks that define one, e.g. copy), ``learning_curves.png``
+is written too (:func:`plot_learning_curves`): one panel per lag, one line
+per model (with a grid, each lag's best setting), the median over seeds of
+the eval metric against sequences seen with a min-max band, on a log y axis
+when every value is positive, and for ``loss_over_baseline`` a dashed line
+at 1.0, the memoryless baseline. Runs that do not log the metric give no
+plot (and no error). :func:`learning_curve` reads one run directory's curve.
+
 One point is run, or loaded if finished, by :func:`run_point`, which returns
 its row (:data:`COLUMNS`); the memory-horizon search (:mod:`lstm_jax.horizon`)
 runs its points through it too.
@@ -257,6 +268,7 @@ def points(sweep: ml_collections.ConfigDict) -> list[Point]:
     raise config_lib.ConfigError(f"sweep lags={list(sweep.lags)!r}: expected a non-empty "
                                  "list of integers >= 1")
   fields = grid_fields(sweep)
+  curve_metric(sweep)
   settings = [dict(zip(fields, values)) for values in itertools.product(*fields.values())]
   out = []
   for m in sweep.models:
@@ -692,7 +704,9 @@ def write_results(rows: list[dict[str, Any]], workdir: str,
                   run_dirs: Mapping[str, str] | None = None) -> None:
   """Write ``results.csv``, ``results.md`` and ``memory_vs_lag.png`` and, with
   a grid, ``best.md`` (:func:`best_markdown`), each atomically (a temporary
-  file renamed). With a grid the plot shows each lag's best setting.
+  file renamed), and ``diagnostics.png`` (:func:`plot_diagnostics`) and
+  ``learning_curves.png`` (:func:`plot_learning_curves`) when the runs logged
+  what they show. With a grid the plots show each lag's best setting.
   ``run_dirs``: per point name, its run directory when not ``workdir/<name>``
   (a merge of shards in other workdirs, :func:`merge_sweep`)."""
   if not devices.is_primary():  # several processes: process 0 writes the tables
@@ -716,6 +730,10 @@ def write_results(rows: list[dict[str, Any]], workdir: str,
   plot_diagnostics(entries, os.path.join(workdir, "diagnostics.png"),
                    f"{sweep.base.task}: memory diagnostics"
                    + (" (best setting per lag)" if fields else ""))
+  plot_learning_curves(entries, os.path.join(workdir, "learning_curves.png"),
+                       f"{sweep.base.task}: learning curves"
+                       + (" (best setting per lag)" if fields else ""),
+                       metric=curve_metric(sweep))
 
 
 def plot(rows: Sequence[Mapping[str, Any]], path: str, sweep: ml_collections.ConfigDict,
@@ -856,6 +874,134 @@ def plot_diagnostics(entries: Sequence[tuple[str, int, str]], path: str, title: 
   fig.suptitle(f"{title}, last measurement (update {steps[0]}"
                + (f"-{steps[-1]}" if len(steps) > 1 else "") + "), median over seeds",
                fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path + ".tmp.png", dpi=120)
+  plt.close(fig)
+  os.replace(path + ".tmp.png", path)
+  return True
+
+
+# ----------------------------------------------------------------------------
+# Learning curves of the points.
+
+CURVE_METRIC = "loss_over_baseline"
+"""The default ``curve_metric`` of a sweep: eval loss over the memoryless baseline."""
+
+METRICS_FILE = "metrics.jsonl"
+"""A run directory's log of train and eval lines (:mod:`lstm_jax.runner`)."""
+
+
+def curve_metric(sweep: ml_collections.ConfigDict) -> str:
+  """The sweep's ``curve_metric`` (:data:`CURVE_METRIC` when the field is
+  absent); anything but a non-empty string raises
+  :class:`lstm_jax.config.ConfigError`."""
+  metric = sweep.curve_metric if "curve_metric" in sweep else CURVE_METRIC
+  if not isinstance(metric, str) or not metric:
+    raise config_lib.ConfigError(
+        f"sweep curve_metric={metric!r} is not allowed; expected the name of an eval metric "
+        f"in metrics.jsonl, e.g. {CURVE_METRIC!r}")
+  return metric
+
+
+def learning_curve(run_dir: str, metric: str = CURVE_METRIC) -> dict[str, Any] | None:
+  """One run directory's eval ``metric`` against sequences seen, over seeds.
+
+  Reads the ``split == "eval"`` lines of ``run_dir/metrics.jsonl`` that
+  carry ``sequences_seen`` and a numeric ``metric``; a seed logged twice at
+  one count (a resumed run) counts once, its last line. At each count of
+  sequences seen the median, min and max over the seeds' finite values
+  (NaN where none is finite).
+
+  Returns:
+    ``{"sequences_seen": int array (increasing), "median", "min", "max":
+    float arrays, "seeds": the number of seeds seen}``, or ``None`` when no
+    eval line carries ``metric``.
+  """
+  by_seen: dict[int, dict[Any, float]] = {}
+  for r in wd.read_jsonl(os.path.join(run_dir, METRICS_FILE)):
+    value = r.get(metric)
+    if (r.get("split") != "eval" or "sequences_seen" not in r or isinstance(value, bool)
+        or not isinstance(value, (int, float))):
+      continue
+    by_seen.setdefault(int(r["sequences_seen"]), {})[r.get("seed")] = float(value)
+  if not by_seen:
+    return None
+  seen = sorted(by_seen)
+  stats = {"median": [], "min": [], "max": []}
+  for count in seen:
+    values = np.array(list(by_seen[count].values()), np.float64)
+    finite = values[np.isfinite(values)]
+    for name, fn in (("median", np.median), ("min", np.min), ("max", np.max)):
+      stats[name].append(float(fn(finite)) if finite.size else math.nan)
+  seeds = {seed for values in by_seen.values() for seed in values}
+  return {"sequences_seen": np.array(seen, np.int64),
+          **{k: np.array(v, np.float64) for k, v in stats.items()}, "seeds": len(seeds)}
+
+
+def learning_curves(entries: Sequence[tuple[str, int, str]], metric: str = CURVE_METRIC
+                    ) -> list[tuple[str, int, dict[str, Any]]]:
+  """:func:`learning_curve` of each ``(model label, lag, run directory)`` of
+  ``entries``, as ``(label, lag, curve)`` in the order given; directories
+  without the metric are left out."""
+  return [(label, lag, curve) for label, lag, run_dir in entries
+          if (curve := learning_curve(run_dir, metric)) is not None]
+
+
+def plot_learning_curves(entries: Sequence[tuple[str, int, str]], path: str, title: str,
+                         metric: str = CURVE_METRIC) -> bool:
+  """Eval ``metric`` against sequences seen: one panel per lag, one line per model.
+
+  ``entries``: ``(model label, lag, run directory)``; each directory's curve
+  is :func:`learning_curve` (median over seeds, a light min-max band). The
+  panels share the y axis, logarithmic when every value shown is positive;
+  for ``loss_over_baseline`` a dashed line at 1.0 marks the memoryless
+  baseline. Written atomically, with the Agg backend.
+
+  Returns:
+    Whether the figure was written: only when some directory logged ``metric``.
+  """
+  found = learning_curves(entries, metric)
+  if not found:
+    return False
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  lags = sorted({lag for _, lag, _ in found})
+  models = list(dict.fromkeys(label for label, _, _ in found))
+  colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  cols = min(len(lags), 5)
+  rows = -(-len(lags) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols + 0.6, 3.2 * rows + 0.6),
+                           sharey=True, squeeze=False)
+  values = np.concatenate([np.concatenate([c["median"], c["min"], c["max"]])
+                           for _, _, c in found])
+  values = values[np.isfinite(values)]
+  log = values.size > 0 and bool((values > 0).all())
+  for ax, lag in zip(axes.flat, lags):
+    for label, at, curve in found:
+      if at != lag:
+        continue
+      colour = colours[models.index(label) % len(colours)]
+      x = curve["sequences_seen"]
+      ax.plot(x, curve["median"], color=colour, label=label)
+      ax.fill_between(x, curve["min"], curve["max"], color=colour, alpha=0.15, linewidth=0)
+    if metric == "loss_over_baseline":
+      ax.axhline(1.0, color="black", linestyle="--", linewidth=1,
+                 label="memoryless baseline")
+    if log:
+      ax.set_yscale("log")
+    ax.set_title(f"lag {lag}", fontsize=10)
+    ax.set_xlabel("sequences seen")
+    ax.grid(True, which="both", alpha=0.3)
+  for ax in axes.flat[len(lags):]:
+    ax.set_visible(False)
+  for ax in axes[:, 0]:
+    ax.set_ylabel(f"eval {metric} (median, min-max)")
+  axes.flat[0].legend(fontsize=7)
+  seeds = sorted({c["seeds"] for _, _, c in found})
+  count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+  fig.suptitle(f"{title}, over {count} seeds", fontsize=10)
   fig.tight_layout()
   fig.savefig(path + ".tmp.png", dpi=120)
   plt.close(fig)
