@@ -984,7 +984,7 @@ def plot_learning_curves(entries: Sequence[tuple[str, int, str]], path: str, tit
         continue
       colour = colours[models.index(label) % len(colours)]
       x = curve["sequences_seen"]
-      ax.plot(x, curve["median"], color=colour, label=label)
+      ax.plot(x, curve["median"], color=colour, marker="o", markersize=3, label=label)
       ax.fill_between(x, curve["min"], curve["max"], color=colour, alpha=0.15, linewidth=0)
     if metric == "loss_over_baseline":
       ax.axhline(1.0, color="black", linestyle="--", linewidth=1,
