@@ -6,7 +6,10 @@ each model's memory horizon. A config with a ``grid`` (other fields swept,
 and lag with the tuning spend, and prints that table. Points run with
 memory diagnostics (``--config.base.diagnostics.every=N``; lstm_jax.runner)
 also give DIR/diagnostics.png (gradient norm by distance, state norm over
-time, forget-gate time scale against lag). Rerunning with the
+time, forget-gate time scale against lag). Points whose evaluations log
+``loss_over_baseline`` (or the sweep's ``curve_metric``) also give
+DIR/learning_curves.png (that metric against sequences seen, one panel per
+lag). Rerunning with the
 same DIR skips finished points. Over several processes (``--coordinator``,
 ``--num_processes``, ``--process_id``, as for ``experiments.run``) every
 process runs the whole sweep, each point's seeds split over all of them,
@@ -84,8 +87,9 @@ def main(argv: list[str]) -> None:
     return
   names = [os.path.join(workdir, "results.md"), *(["best.md"] if fields else []),
            "memory_vs_lag.png"]
-  if os.path.exists(os.path.join(workdir, "diagnostics.png")):
-    names.append("diagnostics.png")
+  for extra in ("diagnostics.png", "learning_curves.png"):
+    if os.path.exists(os.path.join(workdir, extra)):
+      names.append(extra)
   print(f"wrote {', '.join(names[:-1])} and {names[-1]}")
 
 
