@@ -344,6 +344,12 @@ def _lowest_lag(name: str) -> int:
   low = cls.min_lag
   if isinstance(defaults.get("n"), int):  # hs3*: 1 <= n < lag
     low = max(low, defaults["n"] + 1)
+  if name == "selective_copy":  # the data tokens fit into the L steps
+    low = max(low, defaults["num_tokens"])
+  if name == "mqar":  # the pairs, then at least as many query steps
+    low = max(low, 3 * defaults["num_pairs"])
+  if "train_min" in defaults:  # parity, modular arithmetic: train_min <= lag
+    low = max(low, defaults["train_min"])
   return low
 
 
