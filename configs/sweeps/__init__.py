@@ -3,6 +3,20 @@
 import ml_collections
 
 
+def shrink_for_tests(base: ml_collections.ConfigDict, *, budget: int = 48, every: int = 2,
+                     checkpoint_every: int = 6) -> None:
+  """Shrink the experiment config ``base`` in place to the tiny size the
+  ``:quick`` variants use in tests: 8 units, batches of 8, ``budget``
+  training sequences, 16 evaluation sequences, a log line and an evaluation
+  every ``every`` steps and a checkpoint every ``checkpoint_every``."""
+  base.model.hidden_size = 8
+  base.batch_size = 8
+  base.budget_sequences = budget
+  base.eval_size = 16
+  base.log_every = base.eval_every = every
+  base.checkpoint_every = checkpoint_every
+
+
 def horizon_from_sweep(sweep: ml_collections.ConfigDict, *, start_lag: int, max_lag: int,
                        growth: float = 2.0, resolution: float = 0.25, threshold: float = 0.5,
                        budget_rule: str = "constant",

@@ -32,6 +32,8 @@ import importlib
 
 import ml_collections
 
+from configs.sweeps import shrink_for_tests
+
 BUDGET_SEQUENCES = 32_000
 """Training sequences per seed and point (1,000 updates of batch 32)."""
 
@@ -65,12 +67,7 @@ def get_config(arg: str | None = None):
   c.metric = "symbol_accuracy"
   c.curve_metric = "loss_over_baseline"
   if arg == "quick":
-    c.base.model.hidden_size = 8
-    c.base.batch_size = 8
-    c.base.budget_sequences = 48
-    c.base.eval_size = 16
-    c.base.log_every = c.base.eval_every = 2
-    c.base.checkpoint_every = 6
+    shrink_for_tests(c.base)
     c.lags = [3, 5]
     c.models = [dict(MODELS[1]), dict(MODELS[2])]
   return c

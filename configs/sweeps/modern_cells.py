@@ -20,6 +20,7 @@ Measured results, with wall times, are in docs/RESULTS.md.
 
 import ml_collections
 
+from configs.sweeps import shrink_for_tests
 from lstm_jax.config import default_config
 
 MODELS = (
@@ -68,12 +69,7 @@ def get_config(arg: str | None = None):
   c.num_seeds = 2
   c.metric = metric
   if size == "quick":
-    c.base.model.hidden_size = 8
-    c.base.batch_size = 8
-    c.base.budget_sequences = 48
-    c.base.eval_size = 16
-    c.base.log_every = c.base.eval_every = 2
-    c.base.checkpoint_every = 6
+    shrink_for_tests(c.base)
     c.lags = [{"delayed_recall": 3, "copy": 3, "selective_copy": 4, "parity": 6}[task]]
     if task == "selective_copy":
       c.base.task_params.update(dict(num_tokens=2, num_symbols=3))

@@ -11,6 +11,7 @@ Tiny variant for tests: ``--config=configs/sweeps/quickstart.py:quick``.
 
 import ml_collections
 
+from configs.sweeps import shrink_for_tests
 from lstm_jax.config import default_config
 
 
@@ -37,13 +38,7 @@ def get_config(arg: str | None = None):
   c.num_seeds = 3
   c.metric = "accuracy"
   if arg == "quick":
-    c.base.model.hidden_size = 8
-    c.base.batch_size = 8
-    c.base.budget_sequences = 160
-    c.base.eval_size = 16
-    c.base.log_every = 10
-    c.base.eval_every = 10
-    c.base.checkpoint_every = 20
+    shrink_for_tests(c.base, budget=160, every=10, checkpoint_every=20)
     c.lags = [2, 4]
     c.models = [c.models[0], c.models[3]]
     c.num_seeds = 2
