@@ -151,7 +151,7 @@ def test_copy_chrono_config_is_the_copy_task_at_large_t():
   module = importlib.import_module("configs.sweeps.copy_chrono")
   s = module.get_config()
   ps = sweep_lib.points(s)  # builds every point's config
-  assert s.lags == [100, 200, 500, 1000, 2000] and len(ps) == 15
+  assert s.lags == (100, 200, 500, 1000, 2000) and len(ps) == 15
   assert s.base.task == "copy" and s.base.model.hidden_size == 128
   assert s.base.budget_sequences == module.BUDGET_SEQUENCES
   assert (s.base.optimizer.learning_rate, s.base.optimizer.grad_clip) == (1e-3, 1.0)
@@ -160,7 +160,7 @@ def test_copy_chrono_config_is_the_copy_task_at_large_t():
   assert inits["LSTM b_f=0"] == ("forget", 0.0) and inits["LSTM b_f=1"] == ("forget", 1.0)
   assert inits["LSTM chrono"][0] == "chrono"
   quick = module.get_config("quick")
-  assert quick.lags == [3, 5] and len(quick.models) == 2
+  assert quick.lags == (3, 5) and len(quick.models) == 2
   assert quick.base.model.hidden_size == 8
   with pytest.raises(ValueError, match="not allowed"):
     module.get_config("slow")

@@ -288,21 +288,24 @@ def test_run_sweep_with_a_grid_writes_columns_and_best_and_skips_finished(tmp_pa
 
 
 def test_cli_runs_the_quick_tuning_config(tmp_path):
+  # The lags are a tuple in every shipped sweep config, so the command line can set them.
   res = subprocess.run(
       [sys.executable, "-m", "experiments.sweep",
-       "--config=configs/sweeps/tune_delayed_recall.py:quick", f"--workdir={tmp_path}"],
+       "--config=configs/sweeps/tune_delayed_recall.py:quick", "--config.lags=(3,)",
+       f"--workdir={tmp_path}"],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert res.returncode == 0, res.stderr[-2000:]
   with open(tmp_path / "results.csv") as f:
     table = list(csv.DictReader(f))
   # 1 model x 1 lag x 2 batch sizes x 2 learning rates, in grid order.
+  assert {r["lag"] for r in table} == {"3"}
   assert [(r["batch_size"], r["optimizer.learning_rate"]) for r in table] == [
       ("8", "0.003"), ("8", "0.01"), ("16", "0.003"), ("16", "0.01")]
   spent = 0
   for r in table:
     setting = {"batch_size": int(r["batch_size"]),
                "optimizer.learning_rate": float(r["optimizer.learning_rate"])}
-    name = point_name("LSTM chrono", 2, setting)
+    name = point_name("LSTM chrono", 3, setting)
     summary = json.loads((tmp_path / name / "summary.json").read_text())
     config = json.loads((tmp_path / name / "config.json").read_text())
     assert config["batch_size"] == int(r["batch_size"]) and config["num_seeds"] == 2
@@ -310,6 +313,6 @@ def test_cli_runs_the_quick_tuning_config(tmp_path):
     assert int(r["sequences_trained"]) == 2 * summary["sequences_seen"]
     spent += 2 * summary["sequences_seen"]
   best = (tmp_path / "best.md").read_text().splitlines()
-  assert len(best) == 5 and best[2].startswith("| LSTM chrono | 2 | ")
+  assert len(best) == 5 and best[2].startswith("| LSTM chrono | 3 | ")
   assert f"| 4 | {spent:,} | " in best[2]
   assert best[0] in res.stdout and best[2] in res.stdout

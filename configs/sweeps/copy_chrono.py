@@ -61,13 +61,13 @@ def get_config(arg: str | None = None):
   c.base.log_every = 50
   c.base.eval_every = 100
   c.base.checkpoint_every = 200
-  c.lags = list(LAGS)
+  c.lags = tuple(LAGS)
   c.models = [dict(m) for m in MODELS]
   c.num_seeds = NUM_SEEDS
   c.metric = "symbol_accuracy"
   c.curve_metric = "loss_over_baseline"
   if arg == "quick":
     shrink_for_tests(c.base)
-    c.lags = [3, 5]
+    c.lags = (3, 5)
     c.models = [dict(MODELS[1]), dict(MODELS[2])]
   return c

@@ -64,13 +64,13 @@ def get_config(arg: str | None = None):
   c.base.log_every = 50
   c.base.eval_every = 100
   c.base.checkpoint_every = 500
-  c.lags = lags
+  c.lags = tuple(lags)
   c.models = [dict(m) for m in MODELS]
   c.num_seeds = 2
   c.metric = metric
   if size == "quick":
     shrink_for_tests(c.base)
-    c.lags = [{"delayed_recall": 3, "copy": 3, "selective_copy": 4, "parity": 6}[task]]
+    c.lags = ({"delayed_recall": 3, "copy": 3, "selective_copy": 4, "parity": 6}[task],)
     if task == "selective_copy":
       c.base.task_params.update(dict(num_tokens=2, num_symbols=3))
     if task == "parity":

@@ -27,7 +27,7 @@ def get_config(arg: str | None = None):
   c.base.eval_every = 50
   c.base.checkpoint_every = 250
   c.base.optimizer.learning_rate = 3e-3
-  c.lags = [5, 20, 50, 100, 300]
+  c.lags = (5, 20, 50, 100, 300)
   c.models = [
       # Chrono initialisation (Tallec & Ollivier 2018), T_max = 1.5 x sequence length.
       {"label": "LSTM chrono", "cell": "vanilla", "bias_init": "chrono"},
@@ -39,7 +39,7 @@ def get_config(arg: str | None = None):
   c.metric = "accuracy"
   if arg == "quick":
     shrink_for_tests(c.base, budget=160, every=10, checkpoint_every=20)
-    c.lags = [2, 4]
+    c.lags = (2, 4)
     c.models = [c.models[0], c.models[3]]
     c.num_seeds = 2
   return c

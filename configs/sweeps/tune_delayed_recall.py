@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
   c.base.log_every = 25
   c.base.eval_every = 25
   c.base.checkpoint_every = 250
-  c.lags = [10, 40]
+  c.lags = (10, 40)
   c.models = [{"label": "LSTM chrono", "cell": "vanilla", "bias_init": "chrono"}]
   # Swept fields: the leaves' dotted paths (optimizer.learning_rate, batch_size).
   c.grid = {"optimizer": {"learning_rate": [3e-3, 1e-2]}, "batch_size": [16, 32]}
@@ -48,6 +48,6 @@ def get_config(arg: str | None = None):
     c.base.log_every = 2
     c.base.eval_every = 2
     c.base.checkpoint_every = 8
-    c.lags = [2]
+    c.lags = (2,)
     c.grid = {"optimizer": {"learning_rate": [3e-3, 1e-2]}, "batch_size": [8, 16]}
   return c
