@@ -392,6 +392,10 @@ def test_config_builds_and_trains(tmp_path):
   assert summary["status"] == "finished"
 
 
+def _selective_copy_budget(module) -> int:
+  return module.get_config("selective_copy").base.budget_sequences
+
+
 @pytest.mark.parametrize("task", ["delayed_recall", "copy", "selective_copy", "parity"])
 def test_comparison_sweep_points_build(task):
   """Every model of the comparison sweep builds on every task (full and quick)."""
@@ -405,5 +409,12 @@ def test_comparison_sweep_points_build(task):
     assert kinds == {"lstm", "gru", "mingru", "minlstm", "slstm", "mlstm"}
   with pytest.raises(ValueError, match=r"config argument 'adding' is not allowed"):
     module.get_config("adding")
+  if task == "selective_copy":
+    long = module.get_config("selective_copy,long")
+    assert [m["label"] for m in long.models] == ["minGRU x3", "minLSTM x3"]
+    assert long.base.budget_sequences == 5 * _selective_copy_budget(module) and long.lags == (64,)
+  else:
+    with pytest.raises(ValueError, match=rf"config argument '{task},long' is not allowed"):
+      module.get_config(task + ",long")
   horizon = importlib.import_module("configs.sweeps.horizon_modern").get_config("quick")
   assert [m["label"] for m in horizon.models] == [m["label"] for m in module.MODELS]

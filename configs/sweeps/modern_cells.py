@@ -15,6 +15,10 @@ exponential forget gate) and mLSTM (4 heads of 16) as 2 residual blocks.
 Adam, learning rate 3e-3, batch 32, 2 seeds per point; the budgets
 (``BUDGETS``) are small, so "not solved" means "not within this budget".
 Measured results, with wall times, are in docs/RESULTS.md.
+``:selective_copy,long``: the two models closest to the criterion at
+64,000 sequences (minGRU x3 and minLSTM x3) with ``LONG_BUDGET`` sequences
+per seed, the same L = 64:
+  python -m experiments.sweep --config=configs/sweeps/modern_cells.py:selective_copy,long --workdir=/tmp/modern_sc_long
 ``:<task>,quick``: a tiny version for tests.
 """
 
@@ -44,12 +48,20 @@ TASKS = {
 }
 """Per task: lags, the plotted metric, the training budget and task parameters."""
 
+LONG_BUDGET = 320_000
+"""Training sequences per seed of ``:selective_copy,long`` (5x the sweep's)."""
+
+LONG_MODELS = ("minGRU x3", "minLSTM x3")
+"""The models of ``:selective_copy,long``: labels of ``MODELS``."""
+
 
 def get_config(arg: str | None = None):
   task, _, size = (arg or "delayed_recall").partition(",")
-  if task not in TASKS or size not in ("", "quick"):
+  if (task not in TASKS or size not in ("", "quick", "long")
+      or (size == "long" and task != "selective_copy")):
     raise ValueError(f"config argument {arg!r} is not allowed; allowed: one of "
-                     f"{', '.join(TASKS)}, optionally followed by ',quick'")
+                     f"{', '.join(TASKS)}, optionally followed by ',quick', or "
+                     "'selective_copy,long'")
   lags, metric, budget, params = TASKS[task]
   c = ml_collections.ConfigDict()
   c.base = default_config()
@@ -68,6 +80,10 @@ def get_config(arg: str | None = None):
   c.models = [dict(m) for m in MODELS]
   c.num_seeds = 2
   c.metric = metric
+  if size == "long":
+    c.base.budget_sequences = LONG_BUDGET
+    c.base.checkpoint_every = 2000
+    c.models = [dict(m) for m in MODELS if m["label"] in LONG_MODELS]
   if size == "quick":
     shrink_for_tests(c.base)
     c.lags = ({"delayed_recall": 3, "copy": 3, "selective_copy": 4, "parity": 6}[task],)
