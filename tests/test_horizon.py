@@ -384,3 +384,33 @@ def test_cli_quick_search_end_to_end_and_bad_argument(tmp_path):
   assert bad.stderr.strip().splitlines() == [
       "error: config.growth=0.5 is not allowed; expected a finite number > 1"]
   assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("search", ["delayed_recall", "exp2c", "chrono_long"])
+def test_variant_horizon_configs_build_every_model_at_their_end_lags(search):
+  """configs/sweeps/horizon_variants.py: every model builds at the first and
+  the largest lag of each search (full and quick); the chrono search grows
+  1,250 -> 10,000 by doubling."""
+  module = importlib.import_module("configs.sweeps.horizon_variants")
+  for arg in (search, search + ",quick"):
+    cfg = module.get_config(arg)
+    s = Search.of(cfg)
+    for m in cfg.models:
+      for lag in (s.start_lag, s.max_lag):
+        config_lib.build(hz.point_config(cfg, m, lag, s))
+  full = module.get_config(search)
+  cells = [m["cell"] for m in full.models]
+  if search == "chrono_long":
+    assert cells == ["vanilla"] and full.models[0]["bias_init"] == "chrono"
+    lags = [full.start_lag]
+    while lags[-1] < full.max_lag:
+      lags.append(hz.grow(lags[-1], Search.of(full)))
+    assert lags == [1250, 2500, 5000, 10_000]
+  else:
+    assert set(cells) == {"vanilla", "gru", "elman", "lstm1997", "peephole", "nig", "nfg", "nog",
+                          "niaf", "noaf", "np", "cifg", "fgr"}
+  if search == "exp2c":  # the 1997 cell keeps hs2c's init, the others get the defaults
+    inits = {m["label"]: m.get("kernel_init") for m in full.models}
+    assert inits.pop("LSTM 1997") is None and set(inits.values()) == {"lecun_normal"}
+  with pytest.raises(ValueError, match=r"config argument 'exp3' is not allowed"):
+    module.get_config("exp3")
