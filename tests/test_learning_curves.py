@@ -162,6 +162,10 @@ def test_copy_chrono_config_is_the_copy_task_at_large_t():
   quick = module.get_config("quick")
   assert quick.lags == (3, 5) and len(quick.models) == 2
   assert quick.base.model.hidden_size == 8
+  long = module.get_config("long")
+  assert long.lags == (100, 500) and long.base.budget_sequences == module.LONG_BUDGET
+  assert [m["label"] for m in long.models] == ["LSTM b_f=1", "LSTM chrono"]
+  assert len(sweep_lib.points(long)) == 4
   with pytest.raises(ValueError, match="not allowed"):
     module.get_config("slow")
 

@@ -25,6 +25,10 @@ T = 2000, so about 2.5 hours for the whole sweep. Memory: a T = 2000 point
 at 2.0 GB resident, fine on a CPU host, so ``base.remat`` stays "none"; the
 runner refuses a point that would not fit (then ``--config.base.remat=sqrt``).
 Measured results are in docs/RESULTS.md.
+``:long``: forget bias 1 and chrono only, at T = 100 and 500, with
+``LONG_BUDGET`` sequences per seed (10x the sweep's), to see whether either
+leaves the baseline given more updates:
+  python -m experiments.sweep --config=configs/sweeps/copy_chrono.py:long --workdir=/tmp/copy_chrono_long
 Tiny variant for tests: ``--config=configs/sweeps/copy_chrono.py:quick``.
 """
 
@@ -40,6 +44,12 @@ BUDGET_SEQUENCES = 32_000
 NUM_SEEDS = 2
 """Seeds per point."""
 
+LONG_BUDGET = 320_000
+"""Training sequences per seed of ``:long`` (10,000 updates of batch 32)."""
+
+LONG_LAGS = (100, 500)
+"""T of ``:long``."""
+
 LAGS = [100, 200, 500, 1000, 2000]
 """T: the copy task's lag (T - 1 blanks and the delimiter between data and recall)."""
 
@@ -53,8 +63,9 @@ MODELS = (
 
 
 def get_config(arg: str | None = None):
-  if arg not in (None, "", "quick"):
-    raise ValueError(f"config argument {arg!r} is not allowed; allowed: none or 'quick'")
+  if arg not in (None, "", "quick", "long"):
+    raise ValueError(
+        f"config argument {arg!r} is not allowed; allowed: none, 'quick' or 'long'")
   c = ml_collections.ConfigDict()
   c.base = importlib.import_module("configs.copy").get_config()
   c.base.budget_sequences = BUDGET_SEQUENCES
@@ -66,6 +77,12 @@ def get_config(arg: str | None = None):
   c.num_seeds = NUM_SEEDS
   c.metric = "symbol_accuracy"
   c.curve_metric = "loss_over_baseline"
+  if arg == "long":
+    c.base.budget_sequences = LONG_BUDGET
+    c.base.eval_every = 500
+    c.base.checkpoint_every = 500
+    c.lags = LONG_LAGS
+    c.models = [dict(MODELS[1]), dict(MODELS[2])]
   if arg == "quick":
     shrink_for_tests(c.base)
     c.lags = (3, 5)
