@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from lstm_jax import sweep as sweep_lib
 from lstm_jax import tables
 from lstm_jax.config import ConfigError
 
@@ -114,7 +115,7 @@ def test_rows_are_chosen_by_name_in_table_order():
 def test_every_table_config_builds_its_rows():
   files = sorted((ROOT / "configs" / "tables").glob("*.py"))
   names = [f.stem for f in files if f.stem != "__init__"]
-  assert {"paper1997", "exp4_modern"} <= set(names)
+  assert {"paper1997", "exp4_modern", "modern1997"} <= set(names)
   for name in names:
     module = importlib.import_module(f"configs.tables.{name}")
     assert "Command:" in module.__doc__ and "Expected" in module.__doc__, name
@@ -122,9 +123,10 @@ def test_every_table_config_builds_its_rows():
     rows = tables.table_rows(full)
     assert full.seeds == 5 and all(r.config.num_seeds == 5 for r in rows), name
     window = getattr(module, "WINDOW", {})
-    for r in rows:  # a budget of 3x the published figure (plus a criterion window we count)
-      assert r.published and (r.config.budget_sequences
-                              == 3 * r.published + window.get(r.name, 0)), (name, r.name)
+    factor = getattr(module, "BUDGET_FACTOR", 3)
+    for r in rows:  # a budget of 3x (or the module's factor) the published figure
+      assert r.published and (r.config.budget_sequences  # (plus a criterion window we count)
+                              == factor * r.published + window.get(r.name, 0)), (name, r.name)
     with pytest.raises(ValueError, match="'paper' is not allowed"):
       module.get_config("paper")
     quick = tables.table_rows(module.get_config("quick"))
@@ -140,6 +142,47 @@ def test_every_table_config_builds_its_rows():
   assert sum(r.published for r in paper.values()) == (
       8_440 + 5_040 + 5_680 + 31_000 + 39_850 + 485_080 + 269_650 + 74_000 + 853_000
       + 482_000 + 31_390 + 571_100)
+
+
+def test_modern1997_rows_take_the_tuned_settings_from_their_experiments_sweep():
+  module = importlib.import_module("configs.tables.modern1997")
+  tune = importlib.import_module("configs.sweeps.tune_1997")
+  rows = {r.name: r for r in tables.table_rows(module.get_config())}
+  paper = {r[0] for r in importlib.import_module("configs.tables.paper1997").ROWS}
+  assert paper <= set(rows) and len(rows) == len(paper) + 11
+  assert all(not r.spec.endswith(":paper") for r in rows.values())
+  # Each tuned setting is a point of the tuning grid, tuned at a main row.
+  grid = {"optimizer.learning_rate": tune.GRID["optimizer"]["learning_rate"],
+          "batch_size": tune.GRID["batch_size"]}
+  assert set(module.TUNED) <= set(tune.TUNED_ROWS)
+  for name, chosen in module.TUNED.items():
+    assert set(chosen) == set(grid) and all(chosen[f] in grid[f] for f in grid), name
+  assert set(module.TUNED_FROM.values()) <= set(tune.TUNED_ROWS)
+  assert not set(module.TUNED_FROM) & set(tune.TUNED_ROWS)
+  for name, row in rows.items():
+    chosen = module.setting(name)
+    assert all(row.overrides[f] == v for f, v in chosen.items()), name
+  assert rows["exp2c_q1000_p50"].config.task_params.p == 50
+  assert rows["exp2c_q1000_p50"].config.lag == 1000
+  assert rows["exp2c_q1000_p50"].config.budget_sequences == 203_000 + 10_000
+  assert rows["exp5_nseq13"].config.task_params.n_seq == 13
+  assert rows["exp3a_T1000"].published == 452_460 and rows["exp4_T500"].config.lag == 500
+
+
+def test_tune_1997_sweeps_build_every_point_on_seeds_the_tables_do_not_use():
+  tune = importlib.import_module("configs.sweeps.tune_1997")
+  table_seeds = set(range(5))
+  for name in tune.TUNED_ROWS:
+    s = tune.get_config(name)
+    points = sweep_lib.points(s)  # builds every point's config
+    assert len(points) == 8, name
+    seeds = set(range(s.base.seed, s.base.seed + s.num_seeds))
+    assert not seeds & table_seeds, name
+  s = tune.get_config("exp2c")
+  assert s.base.task_params.p == 100 and s.base.budget_sequences == 31_000 + 10_000
+  assert len(sweep_lib.points(tune.get_config("exp6a,quick"))) == 2
+  with pytest.raises(ValueError, match="'exp3b' is not allowed"):
+    tune.get_config("exp3b")
 
 
 # ----------------------------------------------------------------------------
